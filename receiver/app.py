@@ -1,0 +1,190 @@
+"""``create_app()`` and the ``Receiver`` Flask extension; configuration from ``RECEIVER_*``.
+
+Settings (environment variables, or keys of the ``config`` mapping):
+
+``RECEIVER_PATH``          the webhook's path, default ``/webhook``
+``RECEIVER_AUTH_HEADERS``  JSON object: header name to a value or a list of accepted values
+``RECEIVER_MAX_BODY``      the body size cap in bytes, default 1 MiB
+``RECEIVER_HANDLERS``      comma-separated module names to import, which register handlers
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import sys
+import typing as t
+
+from flask import Config, Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from . import signals
+from .auth import AuthConfigError, HeaderAuth, parse_auth_headers
+from .blueprint import bp
+
+__all__ = ["ConfigError", "Receiver", "ReceiverState", "create_app"]
+
+log = logging.getLogger("receiver")
+
+DEFAULT_PATH = "/webhook"
+DEFAULT_MAX_BODY = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A ``RECEIVER_*`` setting is wrong; the message names it and never holds a secret."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceiverState:
+    """One app's receiver settings, kept in ``app.extensions["receiver"]``."""
+
+    path: str
+    auth: HeaderAuth
+    max_body: int
+
+
+_UNSET: t.Any = object()
+
+
+class Receiver:
+    """Mounts the webhook endpoint in a Flask app, with its own path and auth.
+
+    ``Receiver(app)`` or ``ext = Receiver(); ext.init_app(app)``. Arguments left out are read
+    from the app's ``RECEIVER_*`` config, then the defaults. One object can serve many apps.
+
+    :param path: the endpoint's path, default ``/webhook``.
+    :param auth_headers: header name to a value or list of accepted values; ``{}`` for none.
+    :param max_body: the body size cap in bytes, default 1 MiB.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        path: str | None = None,
+        auth_headers: t.Mapping[str, str | t.Sequence[str]] | None = None,
+        max_body: int | None = None,
+    ) -> None:
+        self.path = path
+        self.auth_headers = auth_headers
+        self.max_body = max_body
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Register the endpoint on *app* and keep its settings in ``app.extensions``."""
+        state = _state_from(
+            app.config,
+            path=self.path,
+            auth_headers=self.auth_headers,
+            max_body=self.max_body,
+        )
+        app.extensions["receiver"] = state
+        app.register_blueprint(bp, url_prefix=state.path)
+        if state.auth.enabled:
+            log.info(
+                "receiver on %s checks auth headers: %s",
+                state.path, ", ".join(state.auth.header_names),
+            )
+        else:
+            log.warning(
+                "receiver on %s has NO AUTH: every request is accepted; "
+                "set RECEIVER_AUTH_HEADERS to check the trigger's headers",
+                state.path,
+            )
+
+
+def _state_from(config: t.Mapping[str, t.Any], **given: t.Any) -> ReceiverState:
+    def setting(name: str, default: t.Any) -> t.Any:
+        value = given[name]
+        return config.get(f"RECEIVER_{name.upper()}", default) if value is None else value
+
+    path = setting("path", DEFAULT_PATH)
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ConfigError(f"RECEIVER_PATH must start with '/', got {path!r}")
+    max_body = setting("max_body", DEFAULT_MAX_BODY)
+    if isinstance(max_body, str) and max_body.strip().isdigit():
+        max_body = int(max_body)
+    if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body <= 0:
+        raise ConfigError(f"RECEIVER_MAX_BODY must be a positive number of bytes, got {max_body!r}")
+    try:
+        auth = HeaderAuth(parse_auth_headers(setting("auth_headers", None)))
+    except AuthConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return ReceiverState(path=path.rstrip("/") or "/", auth=auth, max_body=max_body)
+
+
+def load_config(config: t.Mapping[str, t.Any] | None = None) -> dict[str, t.Any]:
+    """``RECEIVER_*`` environment variables (values parsed as JSON where they are JSON,
+    as Flask's ``from_prefixed_env`` does), overridden by *config*."""
+    env = Config("")
+    env.from_prefixed_env("RECEIVER")
+    out = {f"RECEIVER_{key}": value for key, value in env.items()}
+    out.update(config or {})
+    return out
+
+
+def _configure_logging() -> None:
+    """Give the ``receiver`` logger a stderr handler unless logging is already set up."""
+    if log.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def log_event(sender: t.Any, event: t.Any, **extra: t.Any) -> None:
+    """The default handler when no ``RECEIVER_HANDLERS`` is set: one log line per event."""
+    for resource in event.resources or (None,):
+        if resource is None:
+            log.info("event %s %s (no resources)", event.action, event.repository.full_name)
+            continue
+        log.info(
+            "event %s %s tag=%s digest=%s url=%s operator=%s",
+            event.action, event.repository.full_name, resource.tag or "-",
+            resource.digest or "-", resource.url, event.operator or "-",
+        )
+
+
+def _import_handlers(setting: t.Any) -> list[str]:
+    if not setting:
+        return []
+    if isinstance(setting, str):
+        names = [n.strip() for n in setting.split(",") if n.strip()]
+    elif isinstance(setting, (list, tuple)):
+        names = [str(n) for n in setting]
+    else:
+        raise ConfigError("RECEIVER_HANDLERS must be comma-separated module names")
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"RECEIVER_HANDLERS: cannot import {name!r}: {exc}") from exc
+    return names
+
+
+def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
+    """The receiver as a Flask app, configured from ``RECEIVER_*`` and then *config*.
+
+    Imports the ``RECEIVER_HANDLERS`` modules (with none, every event is logged), mounts the
+    endpoint, and adds ``GET /healthz``.
+    """
+    _configure_logging()
+    app = Flask("receiver")
+    app.config.update(load_config(config))
+    handler_modules = _import_handlers(app.config.get("RECEIVER_HANDLERS"))
+    Receiver(app)
+    if not handler_modules:
+        signals.event_received.connect(log_event, sender=app, weak=False)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        return jsonify(error=exc.description, status=exc.code), exc.code or 500
+
+    return app

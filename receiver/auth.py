@@ -1,0 +1,112 @@
+"""Header authentication: TCR sends fixed ``Key: Value`` headers, not signatures.
+
+Pure functions over a header mapping. Values are compared in constant time, and no message
+made here ever contains a configured value.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import typing as t
+
+__all__ = ["AuthConfigError", "HeaderAuth", "parse_auth_headers"]
+
+
+class AuthConfigError(ValueError):
+    """The auth header setting is malformed; the message says how, never with a secret."""
+
+
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def is_header_name(name: str) -> bool:
+    """Whether *name* is a valid HTTP field name (an RFC 9110 token)."""
+    return bool(name) and all(c in _TOKEN for c in name)
+
+
+def parse_auth_headers(setting: t.Any) -> dict[str, tuple[bytes, ...]]:
+    """Normalise ``RECEIVER_AUTH_HEADERS``: header name to one value or a list of values.
+
+    Accepts a mapping, or its JSON text. Returns names mapped to the accepted values, encoded
+    as UTF-8 for :func:`hmac.compare_digest`.
+    """
+    if setting is None or setting == "":
+        return {}
+    if isinstance(setting, (str, bytes)):
+        try:
+            setting = json.loads(setting)
+        except ValueError:
+            raise AuthConfigError(
+                "RECEIVER_AUTH_HEADERS must be a JSON object such as "
+                '{"Authentication": "value"}; it is not valid JSON'
+            ) from None
+    if not isinstance(setting, t.Mapping):
+        raise AuthConfigError(
+            "RECEIVER_AUTH_HEADERS must be an object mapping header names to a value "
+            f"or a list of values, not {type(setting).__name__}"
+        )
+    out: dict[str, tuple[bytes, ...]] = {}
+    for name, values in setting.items():
+        if not isinstance(name, str) or not is_header_name(name):
+            raise AuthConfigError(f"RECEIVER_AUTH_HEADERS: {name!r} is not a valid header name")
+        if isinstance(values, str):
+            values = [values]
+        if not isinstance(values, (list, tuple)) or not values:
+            raise AuthConfigError(
+                f"RECEIVER_AUTH_HEADERS: header {name!r} needs a value or a non-empty list of values"
+            )
+        encoded = []
+        for value in values:
+            if not isinstance(value, str) or not value:
+                raise AuthConfigError(
+                    f"RECEIVER_AUTH_HEADERS: every value of header {name!r} must be a non-empty string"
+                )
+            if "\r" in value or "\n" in value:
+                raise AuthConfigError(
+                    f"RECEIVER_AUTH_HEADERS: a value of header {name!r} contains CR or LF"
+                )
+            encoded.append(value.encode("utf-8"))
+        out[name] = tuple(encoded)
+    return out
+
+
+class HeaderAuth:
+    """Checks that every configured header is present with one of its accepted values.
+
+    :param headers: header name to accepted values, as :func:`parse_auth_headers` returns.
+    """
+
+    __slots__ = ("_required",)
+
+    def __init__(self, headers: t.Mapping[str, t.Sequence[bytes]]) -> None:
+        self._required = tuple((name, tuple(values)) for name, values in headers.items())
+
+    @property
+    def enabled(self) -> bool:
+        """False when no header is configured, so every request is accepted."""
+        return bool(self._required)
+
+    @property
+    def header_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self._required)
+
+    def check(self, headers: t.Mapping[str, str]) -> str | None:
+        """``None`` when *headers* pass; otherwise the reason, naming the header only.
+
+        :param headers: the request's headers; lookups must be case-insensitive, as Werkzeug's
+            ``request.headers`` are.
+        """
+        for name, accepted in self._required:
+            got = headers.get(name)
+            if got is None:
+                return f"missing auth header {name!r}"
+            # Latin-1 round-trips what the WSGI server decoded; compare every accepted value
+            # so the time taken does not tell which one was close.
+            candidate = got.encode("latin-1", "replace")
+            ok = False
+            for value in accepted:
+                ok |= hmac.compare_digest(candidate, value)
+            if not ok:
+                return f"wrong value for auth header {name!r}"
+        return None

@@ -1,0 +1,126 @@
+"""The HTTP endpoint: guard, auth, schema, dispatch, and the status code of each outcome.
+
+Status codes (DESIGN.md): 2xx accepted; 400 not JSON / not UTF-8; 401 auth; 413 too large;
+415 not a JSON content type; 422 not a valid event; 500 only when a handler failed.
+Per-app settings live in ``app.extensions["receiver"]``, put there by :class:`Receiver`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import typing as t
+
+from flask import Blueprint, Response, current_app, request
+
+from . import signals
+from .dispatch import dispatch
+from .schemas import UnknownAction, ValidationError, load_event
+
+if t.TYPE_CHECKING:
+    from .app import ReceiverState
+
+log = logging.getLogger("receiver")
+
+bp = Blueprint("receiver", __name__)
+
+
+def _reject_constant(name: str) -> t.NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json(payload: t.Any, status: int) -> Response:
+    return current_app.response_class(
+        json.dumps(payload, ensure_ascii=False), status=status, mimetype="application/json"
+    )
+
+
+def _read_body(limit: int) -> bytes | None:
+    """The request body, or ``None`` when it is over *limit* bytes."""
+    length = request.content_length
+    if length is not None and length > limit:
+        return None
+    stream = request.stream
+    chunks, total = [], 0
+    while True:
+        chunk = stream.read(min(65536, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            return None
+
+
+@bp.post("")
+def webhook() -> Response:
+    """Receive one delivery from the registry."""
+    started = time.perf_counter()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    state: ReceiverState = app.extensions["receiver"]
+
+    def reject(status: int, reason: str, **extra: t.Any) -> Response:
+        signals.request_rejected.send(app, status=status, reason=reason)
+        log.warning(
+            "rejected status=%d reason=%s duration=%.1fms",
+            status, reason, (time.perf_counter() - started) * 1e3,
+        )
+        return _json({"error": reason, **extra}, status)
+
+    body = _read_body(state.max_body)
+    if body is None:
+        return reject(413, f"body is larger than the limit of {state.max_body} bytes")
+    if not body.strip():
+        # The registry's "test endpoint" button: an empty POST, sent without auth headers.
+        log.info("ping status=200 duration=%.1fms", (time.perf_counter() - started) * 1e3)
+        return _json({"ping": True}, 200)
+    mimetype = request.mimetype
+    if mimetype != "application/json" and not (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    ):
+        return reject(
+            415, f"content type must be application/json, not {mimetype or '(none)'}"
+        )
+    problem = state.auth.check(request.headers)
+    if problem is not None:
+        return reject(401, problem)
+
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return reject(400, f"body is not UTF-8 (invalid byte at offset {exc.start})")
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        return reject(400, "body is not valid JSON: nested too deeply")
+    except ValueError as exc:
+        return reject(400, f"body is not valid JSON: {exc}")
+
+    try:
+        event = load_event(data)
+    except UnknownAction as unknown:
+        signals.event_ignored.send(app, action=unknown.action, data=unknown.data)
+        log.info(
+            "ignored type=%s status=202 duration=%.1fms",
+            unknown.action, (time.perf_counter() - started) * 1e3,
+        )
+        return _json({"ignored": True, "type": unknown.action, "handlers": 0}, 202)
+    except ValidationError as exc:
+        return reject(422, "body is not a valid event", messages=exc.messages)
+    except RecursionError:
+        return reject(400, "body is nested too deeply")
+
+    outcome = dispatch(app, event)
+    status = 500 if outcome.failed else 200
+    log.log(
+        logging.ERROR if outcome.failed else logging.INFO,
+        "%s %s tags=%s status=%d handlers=%d duration=%.1fms",
+        event.action, event.repository.full_name, ",".join(event.tags) or "-",
+        status, outcome.ran, (time.perf_counter() - started) * 1e3,
+    )
+    answer: dict[str, t.Any] = {"action": event.action, "handlers": outcome.ran}
+    if outcome.failed:
+        answer["error"] = "handler failed"
+        answer["failed"] = outcome.failed
+    return _json(answer, status)

@@ -1,0 +1,179 @@
+"""The wire format, written down once: marshmallow schemas between TCR's JSON body and Events.
+
+``load_event`` is the receiver's way in (JSON-decoded body to a typed :class:`Event`);
+``dump_event`` is the sender's way out, with every key of the registry's example present, in
+the example's order. Nothing here does I/O or knows about Flask.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import typing as t
+from datetime import datetime, timezone
+
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    pre_dump,
+    validate,
+    validates_schema,
+)
+
+from .events import ACTIONS, Event, Repository, Resource, event_class
+
+__all__ = [
+    "EventSchema",
+    "UnknownAction",
+    "ValidationError",
+    "dump_event",
+    "load_event",
+]
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# Unix seconds from 1970 up to the last second of year 9999, the range datetime can hold.
+_MAX_SECONDS = 253402300799
+
+
+class UnknownAction(Exception):
+    """A well-formed body whose ``type`` is not one of the six actions this version knows.
+
+    :param action: the body's ``type``.
+    :param data: the decoded body.
+    """
+
+    def __init__(self, action: str, data: t.Mapping[str, t.Any]) -> None:
+        super().__init__(f"unknown event type {action!r}")
+        self.action = action
+        self.data = data
+
+
+class UnixTime(fields.Field):
+    """Whole Unix seconds on the wire; a timezone-aware UTC datetime in Python."""
+
+    default_error_messages = {
+        "invalid": "Not a valid Unix time: expected whole seconds as a number.",
+        "range": "Unix time out of range.",
+    }
+
+    def _serialize(self, value: datetime | None, attr: str | None, obj: t.Any, **kwargs: t.Any) -> int | None:
+        if value is None:
+            return None
+        return int(value.timestamp())
+
+    def _deserialize(self, value: t.Any, attr: str | None, data: t.Any, **kwargs: t.Any) -> datetime:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.make_error("invalid")
+        if not 0 <= value <= _MAX_SECONDS:
+            raise self.make_error("range")
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def _digest(value: str) -> None:
+    if _DIGEST.fullmatch(value) is None:
+        raise ValidationError("Not a valid digest: expected 'sha256:' and 64 lower-case hex digits.")
+
+
+_name = validate.Length(min=1, error="Must not be empty.")
+
+
+class _Base(Schema):
+    class Meta:
+        unknown = EXCLUDE  # the registry's payload grows; unknown keys are ignored
+
+
+class ResourceSchema(_Base):
+    """One entry of ``event_data.resources``."""
+
+    digest = fields.String(allow_none=True, load_default=None, validate=_digest)
+    tag = fields.String(allow_none=True, load_default=None)
+    resource_url = fields.String(required=True, attribute="url")
+
+    @post_load
+    def _make(self, data: dict[str, t.Any], **kwargs: t.Any) -> Resource:
+        return Resource(**data)
+
+
+class RepositorySchema(_Base):
+    """``event_data.repository``."""
+
+    date_created = UnixTime(allow_none=True, load_default=None, attribute="created_at")
+    name = fields.String(required=True, validate=_name)
+    namespace = fields.String(required=True, validate=_name)
+    repo_full_name = fields.String(required=True, attribute="full_name")
+    repo_type = fields.String(allow_none=True, load_default=None, attribute="type")
+
+    @validates_schema
+    def _full_name(self, data: dict[str, t.Any], **kwargs: t.Any) -> None:
+        namespace, name, full = data.get("namespace"), data.get("name"), data.get("full_name")
+        if None not in (namespace, name, full) and full != f"{namespace}/{name}":
+            raise ValidationError(
+                f"Must be 'namespace/name', i.e. {namespace + '/' + name!r}.", "repo_full_name"
+            )
+
+    @post_load
+    def _make(self, data: dict[str, t.Any], **kwargs: t.Any) -> Repository:
+        del data["full_name"]
+        return Repository(**data)
+
+
+class EventDataSchema(_Base):
+    """``event_data``."""
+
+    resources = fields.List(fields.Nested(ResourceSchema), required=True)
+    repository = fields.Nested(RepositorySchema, required=True)
+
+
+class EventSchema(_Base):
+    """The whole body: ``{"type", "occur_at", "event_data", "operator"}``, in that order."""
+
+    type = fields.String(required=True, validate=validate.OneOf(ACTIONS))
+    occur_at = UnixTime(required=True)
+    event_data = fields.Nested(EventDataSchema, required=True)
+    operator = fields.String(allow_none=True, load_default=None)
+
+    @pre_dump
+    def _wire_shape(self, event: Event, **kwargs: t.Any) -> dict[str, t.Any]:
+        return {
+            "type": event.action,
+            "occur_at": event.occurred_at,
+            "event_data": {"resources": event.resources, "repository": event.repository},
+            "operator": event.operator,
+        }
+
+    @post_load
+    def _make(self, data: dict[str, t.Any], **kwargs: t.Any) -> Event:
+        event_data = data["event_data"]
+        return event_class(data["type"])(
+            occurred_at=data["occur_at"],
+            repository=event_data["repository"],
+            resources=tuple(event_data["resources"]),
+            operator=data["operator"],
+        )
+
+
+_schema = EventSchema()
+
+
+def load_event(data: t.Any) -> Event:
+    """Validate a decoded JSON body into its typed :class:`Event`.
+
+    :raises UnknownAction: *data* is an object whose ``type`` is a string naming no action
+        this version knows (``scanningCompleted``, say): well-formed, but not for handlers.
+    :raises ValidationError: anything else is wrong; ``.messages`` is keyed by field path.
+    """
+    if isinstance(data, dict):
+        action = data.get("type")
+        if isinstance(action, str) and action not in ACTIONS:
+            raise UnknownAction(action, data)
+    return _schema.load(data)
+
+
+def dump_event(event: Event) -> dict[str, t.Any]:
+    """The wire body for *event*: every key of the registry's example, in its order."""
+    return _schema.dump(event)

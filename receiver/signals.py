@@ -1,0 +1,66 @@
+"""The blinker signals the receiver sends; handlers registered with ``on()`` ride on these.
+
+Every signal is sent with the Flask app as sender. Write receivers as
+``def receiver(sender, **extra)`` and take the keyword arguments you need, so that new ones
+do not break you. Receivers of the per-action signals get ``event=``.
+"""
+
+from __future__ import annotations
+
+from blinker import Namespace
+
+from .events import ACTIONS
+
+__all__ = [
+    "action_signals",
+    "delete_chart",
+    "delete_image",
+    "download_chart",
+    "event_ignored",
+    "event_received",
+    "handler_failed",
+    "pull_image",
+    "push_image",
+    "request_rejected",
+    "upload_chart",
+]
+
+_signals = Namespace()
+
+event_received = _signals.signal(
+    "event-received",
+    doc="Every valid event, before its handlers run. Keyword: ``event``.",
+)
+push_image = _signals.signal("pushImage", doc="An image was pushed. Keyword: ``event``.")
+pull_image = _signals.signal("pullImage", doc="An image was pulled. Keyword: ``event``.")
+delete_image = _signals.signal("deleteImage", doc="Image tags were deleted. Keyword: ``event``.")
+upload_chart = _signals.signal("uploadChart", doc="A chart was uploaded. Keyword: ``event``.")
+download_chart = _signals.signal(
+    "downloadChart", doc="A chart was downloaded. Keyword: ``event``."
+)
+delete_chart = _signals.signal("deleteChart", doc="Chart versions were deleted. Keyword: ``event``.")
+event_ignored = _signals.signal(
+    "event-ignored",
+    doc="A well-formed body whose ``type`` this version does not know; no handler runs. "
+    "Keywords: ``action`` (the body's type) and ``data`` (the decoded body).",
+)
+handler_failed = _signals.signal(
+    "handler-failed",
+    doc="A handler raised. Keywords: ``handler`` (the function), ``event`` and ``exception``.",
+)
+request_rejected = _signals.signal(
+    "request-rejected",
+    doc="A request was refused. Keywords: ``status`` (the HTTP status) and ``reason`` "
+    "(the message sent back, which never holds a secret).",
+)
+
+#: The signal for each action's wire name.
+action_signals = {
+    "pushImage": push_image,
+    "pullImage": pull_image,
+    "deleteImage": delete_image,
+    "uploadChart": upload_chart,
+    "downloadChart": download_chart,
+    "deleteChart": delete_chart,
+}
+assert tuple(action_signals) == ACTIONS

@@ -1,0 +1,81 @@
+"""Real servers for round-trip tests: gunicorn running wsgi:app, and plain HTTP helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import typing as t
+import urllib.error
+import urllib.request
+
+ROOT = pathlib.Path(__file__).parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+@contextlib.contextmanager
+def gunicorn(
+    env: dict[str, str], cwd: pathlib.Path, workers: int = 1, paths: t.Sequence[pathlib.Path] = ()
+) -> t.Iterator[tuple[str, pathlib.Path]]:
+    """Run ``gunicorn wsgi:app`` on 127.0.0.1 as a user would; yield its URL and log file.
+
+    :param cwd: where it runs; also on the Python path, for handler modules.
+    :param paths: more directories for the Python path.
+    """
+    port = free_port()
+    log_path = cwd / f"gunicorn-{port}.log"
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}
+    full_env.update(env)
+    full_env["PYTHONPATH"] = os.pathsep.join([str(cwd), *map(str, paths), str(ROOT)])
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "wsgi:app", "-b", f"127.0.0.1:{port}",
+             "-w", str(workers), "--chdir", str(ROOT), "--graceful-timeout", "2"],
+            env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/healthz", proc)
+        yield url, log_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def post(url: str, body: bytes | dict, headers: dict[str, str] | None = None) -> tuple[int, t.Any]:
+    """POST over real HTTP; returns the status and the decoded JSON answer."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    req = urllib.request.Request(url, data=data, method="POST",
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")

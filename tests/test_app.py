@@ -1,0 +1,103 @@
+"""create_app() configuration and the Receiver extension in an existing Flask app."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from flask import Flask
+
+from receiver import ConfigError, Receiver, create_app
+from receiver.testing import capture_events, make_body
+
+
+def test_settings_come_from_the_environment(monkeypatch):
+    """RECEIVER_PATH, RECEIVER_AUTH_HEADERS and RECEIVER_MAX_BODY are read from the env."""
+    monkeypatch.setenv("RECEIVER_PATH", "/hooks/tcr")
+    monkeypatch.setenv("RECEIVER_AUTH_HEADERS", '{"X-Token": ["a", "b"]}')
+    monkeypatch.setenv("RECEIVER_MAX_BODY", "2048")
+    client = create_app().test_client()
+    body = json.dumps(make_body())
+    assert client.post("/webhook", data=body, content_type="application/json").status_code == 404
+    assert client.post("/hooks/tcr", data=body, content_type="application/json").status_code == 401
+    assert client.post("/hooks/tcr", data=body, content_type="application/json",
+                       headers={"X-Token": "b"}).status_code == 200
+    assert client.post("/hooks/tcr", data=" " * 3000 + body, content_type="application/json",
+                       headers={"X-Token": "b"}).status_code == 413
+
+
+def test_config_mapping_overrides_the_environment(monkeypatch):
+    """Keys passed to create_app() win over the environment."""
+    monkeypatch.setenv("RECEIVER_PATH", "/from-env")
+    client = create_app({"RECEIVER_PATH": "/from-config"}).test_client()
+    assert client.post("/from-config").status_code == 200
+
+
+def test_handler_modules_are_imported(monkeypatch, tmp_path):
+    """RECEIVER_HANDLERS imports each module, so their on() registrations take effect."""
+    (tmp_path / "my_handlers_a.py").write_text(
+        "from receiver import on\nseen = []\non('pushImage')(seen.append)\n")
+    (tmp_path / "my_handlers_b.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = create_app({"RECEIVER_HANDLERS": "my_handlers_a, my_handlers_b"})
+    resp = app.test_client().post("/webhook", json=make_body())
+    assert resp.get_json() == {"action": "pushImage", "handlers": 1}
+    import my_handlers_a  # type: ignore[import-not-found]
+
+    assert len(my_handlers_a.seen) == 1
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"RECEIVER_HANDLERS": "no_such_module_xyz"}, "RECEIVER_HANDLERS: cannot import 'no_such_module_xyz'"),
+    ({"RECEIVER_PATH": "webhook"}, "RECEIVER_PATH must start with '/'"),
+    ({"RECEIVER_MAX_BODY": "lots"}, "RECEIVER_MAX_BODY must be a positive number of bytes"),
+    ({"RECEIVER_MAX_BODY": 0}, "RECEIVER_MAX_BODY must be a positive number of bytes"),
+    ({"RECEIVER_AUTH_HEADERS": '{"A": "topsecret"'}, "not valid JSON"),
+])
+def test_bad_settings_fail_at_start_with_the_setting_named(config, message):
+    """A wrong setting stops start-up with a message naming it, and no secret."""
+    with pytest.raises(ConfigError) as info:
+        create_app(config)
+    assert message in str(info.value)
+    assert "topsecret" not in str(info.value)
+
+
+def test_extension_mounts_in_an_existing_app():
+    """Receiver(app, ...) adds the endpoint with its own path and auth to the user's app."""
+    app = Flask("mine")
+
+    @app.get("/")
+    def index():
+        return "mine"
+
+    Receiver(app, path="/registry/events", auth_headers={"Authorization": "Bearer t"})
+    client = app.test_client()
+    assert client.get("/").get_data(as_text=True) == "mine"
+    with capture_events(app) as events:
+        assert client.post("/registry/events", json=make_body()).status_code == 401
+        resp = client.post("/registry/events", json=make_body(),
+                           headers={"Authorization": "Bearer t"})
+    assert resp.status_code == 200
+    assert [e.action for e in events] == ["pushImage"]
+
+
+def test_one_extension_serves_several_apps():
+    """init_app keeps state per app, so one Receiver object works with app factories."""
+    ext = Receiver(path="/hook")
+    first, second = Flask("one"), Flask("two")
+    second.config["RECEIVER_AUTH_HEADERS"] = {"X-Key": "k"}
+    ext.init_app(first)
+    ext.init_app(second)
+    assert first.test_client().post("/hook", json=make_body()).status_code == 200
+    assert second.test_client().post("/hook", json=make_body()).status_code == 401
+    assert not hasattr(ext, "app")
+
+
+def test_wsgi_module_serves_the_app(monkeypatch):
+    """wsgi.py exposes `app`, ready for gunicorn."""
+    import importlib
+    import sys
+
+    sys.modules.pop("wsgi", None)
+    wsgi = importlib.import_module("wsgi")
+    assert wsgi.app.test_client().get("/healthz").status_code == 200
