@@ -6,6 +6,7 @@ Settings (environment variables, or keys of the ``config`` mapping):
 ``RECEIVER_AUTH_HEADERS``  JSON object: header name to a value or a list of accepted values
 ``RECEIVER_MAX_BODY``      the body size cap in bytes, default 1 MiB
 ``RECEIVER_HANDLERS``      comma-separated module names to import, which register handlers
+``RECEIVER_LOG_LEVEL``     the ``receiver`` logger's level, default ``INFO`` (one line a request)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 import importlib
 import logging
 import sys
+import time
 import typing as t
 
 from flask import Config, Flask, Response, jsonify
@@ -125,14 +127,39 @@ def load_config(config: t.Mapping[str, t.Any] | None = None) -> dict[str, t.Any]
     return out
 
 
-def _configure_logging() -> None:
+class _Formatter(logging.Formatter):
+    """``asctime level name: message``, formatting the date once per second, not per line."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime(
+                "%Y-%m-%d %H:%M:%S", self.converter(record.created)
+            )
+        return f"{self._stamp},{int(record.msecs):03d}"
+
+
+def _configure_logging(level: t.Any) -> None:
     """Give the ``receiver`` logger a stderr handler unless logging is already set up."""
+    if level is not None:
+        name = str(level).upper()
+        if not isinstance(logging.getLevelName(name), int):
+            raise ConfigError(
+                f"RECEIVER_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}"
+            )
+        log.setLevel(name)
     if log.handlers or logging.getLogger().handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_Formatter())
     log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    if level is None:
+        log.setLevel(logging.INFO)
 
 
 def log_event(sender: t.Any, event: t.Any, **extra: t.Any) -> None:
@@ -171,9 +198,9 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
     Imports the ``RECEIVER_HANDLERS`` modules (with none, every event is logged), mounts the
     endpoint, and adds ``GET /healthz``.
     """
-    _configure_logging()
     app = Flask("receiver")
     app.config.update(load_config(config))
+    _configure_logging(app.config.get("RECEIVER_LOG_LEVEL"))
     handler_modules = _import_handlers(app.config.get("RECEIVER_HANDLERS"))
     Receiver(app)
     if not handler_modules:

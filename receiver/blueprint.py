@@ -12,7 +12,8 @@ import logging
 import time
 import typing as t
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Request, Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import signals
 from .dispatch import dispatch
@@ -31,26 +32,21 @@ def _reject_constant(name: str) -> t.NoReturn:
 
 
 def _json(payload: t.Any, status: int) -> Response:
-    return current_app.response_class(
+    return Response(
         json.dumps(payload, ensure_ascii=False), status=status, mimetype="application/json"
     )
 
 
-def _read_body(limit: int) -> bytes | None:
-    """The request body, or ``None`` when it is over *limit* bytes."""
-    length = request.content_length
+def _read_body(req: Request, limit: int) -> bytes | None:
+    """The request body, or ``None`` when it is over *limit* bytes (chunked bodies too)."""
+    length = req.content_length
     if length is not None and length > limit:
         return None
-    stream = request.stream
-    chunks, total = [], 0
-    while True:
-        chunk = stream.read(min(65536, limit + 1 - total))
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        total += len(chunk)
-        if total > limit:
-            return None
+    req.max_content_length = limit
+    try:
+        return req.get_data(cache=False)
+    except RequestEntityTooLarge:
+        return None
 
 
 @bp.post("")
@@ -58,6 +54,7 @@ def webhook() -> Response:
     """Receive one delivery from the registry."""
     started = time.perf_counter()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
     state: ReceiverState = app.extensions["receiver"]
 
     def reject(status: int, reason: str, **extra: t.Any) -> Response:
@@ -68,21 +65,21 @@ def webhook() -> Response:
         )
         return _json({"error": reason, **extra}, status)
 
-    body = _read_body(state.max_body)
+    body = _read_body(req, state.max_body)
     if body is None:
         return reject(413, f"body is larger than the limit of {state.max_body} bytes")
     if not body.strip():
         # The registry's "test endpoint" button: an empty POST, sent without auth headers.
         log.info("ping status=200 duration=%.1fms", (time.perf_counter() - started) * 1e3)
         return _json({"ping": True}, 200)
-    mimetype = request.mimetype
+    mimetype = req.mimetype
     if mimetype != "application/json" and not (
         mimetype.startswith("application/") and mimetype.endswith("+json")
     ):
         return reject(
             415, f"content type must be application/json, not {mimetype or '(none)'}"
         )
-    problem = state.auth.check(request.headers)
+    problem = state.auth.check(req.headers)
     if problem is not None:
         return reject(401, problem)
 

@@ -133,3 +133,64 @@ def test_round_trip(event):
     wire = json.loads(json.dumps(dump_event(event)))
     assert load_event(wire) == event
     assert shape(wire)[0][0] == "type"
+
+
+# --- the fast path -----------------------------------------------------------------------
+
+json_leaf = st.none() | st.booleans() | st.integers(-2, 2**40) | st.floats() | st.text(max_size=8)
+json_any = st.recursive(json_leaf, lambda c: st.lists(c, max_size=2) | st.dictionaries(
+    st.text(max_size=4), c, max_size=2), max_leaves=4)
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, prefix + (i,))
+
+
+@st.composite
+def mutated_bodies(draw):
+    body = json.loads(json.dumps(dump_event(draw(events()))))
+    for _ in range(draw(st.integers(1, 3))):
+        paths = [p for p in _paths(body) if p]
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = body
+        for key in path[:-1]:
+            parent = parent[key]
+        if isinstance(parent, dict) and draw(st.booleans()):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = draw(json_any)
+    return body
+
+
+@given(events())
+def test_fast_path_takes_every_valid_body(event):
+    """Every body the sender can produce takes the fast path, and yields the schema's event."""
+    from receiver.schemas import _fast_load, _schema
+
+    wire = json.loads(json.dumps(dump_event(event)))
+    fast = _fast_load(wire)
+    assert fast is not None and fast == _schema.load(wire) == event
+
+
+@given(mutated_bodies())
+def test_fast_path_never_disagrees_with_the_schema(body):
+    """Where the fast path accepts a body, the schema accepts it too, with the same event."""
+    from receiver.schemas import _fast_load, _schema
+
+    if not isinstance(body.get("type"), str) or body["type"] not in ACTIONS:
+        return
+    fast = _fast_load(body)
+    try:
+        slow = _schema.load(body)
+    except ValidationError:
+        assert fast is None
+    else:
+        assert fast is None or fast == slow
