@@ -13,7 +13,6 @@ import time
 import typing as t
 
 from flask import Blueprint, Request, Response, current_app, request
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import signals
 from .dispatch import dispatch
@@ -40,13 +39,22 @@ def _json(payload: t.Any, status: int) -> Response:
 def _read_body(req: Request, limit: int) -> bytes | None:
     """The request body, or ``None`` when it is over *limit* bytes (chunked bodies too)."""
     length = req.content_length
-    if length is not None and length > limit:
-        return None
-    req.max_content_length = limit
-    try:
-        return req.get_data(cache=False)
-    except RequestEntityTooLarge:
-        return None
+    if length is not None:
+        return None if length > limit else req.get_data(cache=False)
+    environ = req.environ
+    if not environ.get("wsgi.input_terminated"):
+        return b""  # no length and no end the server vouches for: there is no body to read
+    # Chunked: read to the end ourselves. (Werkzeug's max_content_length would cut such a
+    # body at the limit without an error, turning "too large" into "malformed".)
+    stream, chunks, total = environ["wsgi.input"], [], 0
+    while True:
+        chunk = stream.read(min(65536, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            return None
 
 
 @bp.post("")

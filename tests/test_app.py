@@ -101,3 +101,18 @@ def test_wsgi_module_serves_the_app(monkeypatch):
     sys.modules.pop("wsgi", None)
     wsgi = importlib.import_module("wsgi")
     assert wsgi.app.test_client().get("/healthz").status_code == 200
+
+
+def test_log_level_setting(caplog):
+    """RECEIVER_LOG_LEVEL=WARNING drops the per-request line; a bad level is named."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    app = create_app({"RECEIVER_LOG_LEVEL": "warning"})
+    try:
+        app.test_client().post("/webhook", json=make_body("pushImage", "quiet/repo"))
+        assert "quiet/repo" not in caplog.text
+    finally:
+        logging.getLogger("receiver").setLevel(logging.INFO)
+    with pytest.raises(ConfigError, match="RECEIVER_LOG_LEVEL must be"):
+        create_app({"RECEIVER_LOG_LEVEL": "loud"})

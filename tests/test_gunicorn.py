@@ -104,3 +104,23 @@ def test_example_deploy_on_push_runs_kubectl(tmp_path):
     assert skipped == (200, {"action": "pushImage", "handlers": 0})
     assert calls.read_text().splitlines() == [
         f"set image deployment/api api=reg.io/prod/team/api@{digest}"]
+
+
+def test_chunked_bodies(tmp_path, seed_body):
+    """A chunked body (no Content-Length) is read whole, and held to RECEIVER_MAX_BODY."""
+    import http.client
+
+    def send(chunks):
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("POST", "/webhook", body=iter(chunks), encode_chunked=True,
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        try:
+            return resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
+
+    with gunicorn({"RECEIVER_MAX_BODY": "1000"}, tmp_path) as (url, log):
+        host, port = url.removeprefix("http://").split(":")
+        assert send([seed_body[:100], seed_body[100:]]) == (200, {"action": "pushImage", "handlers": 0})
+        assert send([b" " * 600] * 4) == (413, {"error": "body is larger than the limit of 1000 bytes"})
