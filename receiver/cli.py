@@ -7,6 +7,7 @@ Every mistake a user can make ends with one line on stderr and exit status 2.
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import typing as t
 
@@ -14,6 +15,13 @@ import click
 
 from . import __version__
 from .matcher import PatternError, repository_fullmatch, tag_fullmatch
+from .events import ACTIONS, CHART_ACTIONS, Event, build_event
+from .rules import DEFAULT_ACTIONS, RuleError, TriggerRule, parse_header
+from .schemas import is_digest
+from .sender import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Sender
+from .store import STATUSES, Delivery, NotFound, Store, default_db_path
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
 
 class UserError(click.ClickException):
@@ -25,17 +33,48 @@ class UserError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+class _Group(click.Group):
+    """A group whose usage errors are one line on stderr, exit status 2, like ours."""
+
+    def main(self, *args: t.Any, standalone_mode: bool = True, **kwargs: t.Any) -> t.Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+            click.echo(f"error: {where}{exc.format_message()} (see --help)", err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
 def emit_json(data: t.Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="receiver")
-def main() -> None:
+@click.option("--db", envvar="RECEIVER_DB", metavar="PATH", show_envvar=True,
+              help=f"The SQLite store of rules and trigger log [default: {default_db_path()}].")
+@click.pass_context
+def main(ctx: click.Context, db: str | None) -> None:
     """Receive, send and test TCR / Harbor webhook events.
 
-    Start with `receiver match --help` to try the registry's pattern language.
+    \b
+    Try a pattern:        receiver match --repository '/app*/**' app1/web
+    Manage rules:         receiver rules create NAME --url URL ...
+    Fire an event:        receiver emit pushImage prod/app:v1
+    Read the trigger log: receiver logs
+
+    The receiver itself runs under gunicorn: `gunicorn wsgi:app`.
     """
+    ctx.ensure_object(dict)["db"] = db
 
 
 @main.command()
@@ -77,6 +116,366 @@ def match(repository: str | None, tag: str | None, as_json: bool, names: tuple[s
         return
     for name, matched in results:
         click.echo(f"{name} {'match' if matched else 'no match'}")
+
+
+# --- trigger rules ------------------------------------------------------------------------
+
+def _store(ctx: click.Context) -> Store:
+    """The store named by --db / RECEIVER_DB, opened once per command."""
+    obj = ctx.ensure_object(dict)
+    if "store" not in obj:
+        try:
+            obj["store"] = Store(obj.get("db") or default_db_path())
+        except (OSError, sqlite3.Error) as exc:
+            raise UserError(f"cannot open the store {obj.get('db') or default_db_path()}: {exc}") from None
+        ctx.call_on_close(obj["store"].close)
+    return obj["store"]
+
+
+def _headers(values: t.Iterable[str]) -> tuple[tuple[str, str], ...]:
+    try:
+        return tuple(parse_header(v) for v in values)
+    except RuleError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _rule_options(create: bool) -> t.Callable[[F], F]:
+    """The options shared by `rules create` and `rules update`."""
+
+    def decorate(fn: F) -> F:
+        options = [
+            click.option("--url", required=create, help="The target URL (http or https)."),
+            click.option("--action", "actions", multiple=True, metavar="ACTION",
+                         help="An action to fire on; repeat for several. Default for a new rule: "
+                              + ", ".join(DEFAULT_ACTIONS) + "."),
+            click.option("--namespace", help="The namespace the rule applies to; '' for all."),
+            click.option("--repository", metavar="PATTERN",
+                         help="Repository pattern relative to the namespace, e.g. '/app*/**'."),
+            click.option("--tag", metavar="PATTERN", help="Tag pattern, e.g. 'v*'; empty for all."),
+            click.option("--header", "headers", multiple=True, metavar="'KEY: VALUE'",
+                         help="A header sent with each delivery, e.g. for auth; repeatable"
+                              + ("." if create else "; replaces all the rule's headers.")),
+            click.option("--description", help="Free text."),
+        ]
+        if create:
+            options.append(click.option("--disabled", is_flag=True, help="Create it switched off."))
+        else:
+            options.append(click.option("--clear-headers", is_flag=True, help="Remove every header."))
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+@main.group()
+def rules() -> None:
+    """Create, configure, enable, disable, list and delete trigger rules.
+
+    A rule fires for an event when its action, namespace, repository pattern and tag
+    pattern all match; each delivery then carries the resources whose tag matched.
+    """
+
+
+@rules.command("create")
+@click.argument("name")
+@_rule_options(create=True)
+@click.pass_context
+def rules_create(ctx: click.Context, name: str, url: str, actions: tuple[str, ...],
+                 namespace: str | None, repository: str | None, tag: str | None,
+                 headers: tuple[str, ...], description: str | None, disabled: bool) -> None:
+    """Create the rule NAME (lower-case letters, digits and -._)."""
+    try:
+        rule = TriggerRule(
+            name=name, url=url, actions=actions or DEFAULT_ACTIONS, namespace=namespace or None,
+            repository=repository or "", tag=tag or "", headers=_headers(headers),
+            description=description or "", enabled=not disabled,
+        )
+        _store(ctx).add_rule(rule)
+    except RuleError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"created rule {name}" + (" (disabled)" if disabled else ""))
+
+
+@rules.command("update")
+@click.argument("name")
+@_rule_options(create=False)
+@click.pass_context
+def rules_update(ctx: click.Context, name: str, url: str | None, actions: tuple[str, ...],
+                 namespace: str | None, repository: str | None, tag: str | None,
+                 headers: tuple[str, ...], description: str | None, clear_headers: bool) -> None:
+    """Change the given fields of the rule NAME; the others stay as they are."""
+    store = _store(ctx)
+    changes: dict[str, t.Any] = {}
+    for key, value in (("url", url), ("namespace", namespace), ("repository", repository),
+                       ("tag", tag), ("description", description)):
+        if value is not None:
+            changes[key] = value
+    if actions:
+        changes["actions"] = actions
+    if headers or clear_headers:
+        changes["headers"] = _headers(headers)
+    try:
+        store.save_rule(store.get_rule(name).replace(**changes))
+    except (RuleError, NotFound) as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"updated rule {name}")
+
+
+def _set_enabled(ctx: click.Context, name: str, enabled: bool) -> None:
+    store = _store(ctx)
+    try:
+        store.save_rule(store.get_rule(name).replace(enabled=enabled))
+    except NotFound as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"{'enabled' if enabled else 'disabled'} rule {name}")
+
+
+@rules.command("enable")
+@click.argument("name")
+@click.pass_context
+def rules_enable(ctx: click.Context, name: str) -> None:
+    """Switch the rule NAME on."""
+    _set_enabled(ctx, name, True)
+
+
+@rules.command("disable")
+@click.argument("name")
+@click.pass_context
+def rules_disable(ctx: click.Context, name: str) -> None:
+    """Switch the rule NAME off: events no longer fire it."""
+    _set_enabled(ctx, name, False)
+
+
+@rules.command("delete")
+@click.argument("name")
+@click.pass_context
+def rules_delete(ctx: click.Context, name: str) -> None:
+    """Delete the rule NAME (its trigger log stays)."""
+    try:
+        _store(ctx).delete_rule(name)
+    except NotFound as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"deleted rule {name}")
+
+
+@rules.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (header values masked).")
+@click.pass_context
+def rules_list(ctx: click.Context, as_json: bool) -> None:
+    """List every rule."""
+    found = _store(ctx).list_rules()
+    if as_json:
+        emit_json([r.to_dict() for r in found])
+        return
+    if not found:
+        click.echo("no rules; create one with: receiver rules create NAME --url URL", err=True)
+        return
+    table = [("NAME", "ENABLED", "ACTIONS", "NAMESPACE", "REPOSITORY", "TAG", "URL")]
+    for r in found:
+        table.append((r.name, "yes" if r.enabled else "no", ",".join(r.actions),
+                      r.namespace or "*", r.repository or "*", r.tag or "*", r.url))
+    _print_table(table)
+
+
+@rules.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (header values masked).")
+@click.pass_context
+def rules_show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show every field of the rule NAME; header values are masked."""
+    try:
+        rule = _store(ctx).get_rule(name)
+    except NotFound as exc:
+        raise UserError(str(exc)) from None
+    data = rule.to_dict()
+    if as_json:
+        emit_json(data)
+        return
+    for key, value in data.items():
+        if key == "headers":
+            value = ", ".join(f"{k}: {v}" for k, v in value) or "-"
+        elif key == "actions":
+            value = ", ".join(value)
+        elif key == "enabled":
+            value = "yes" if value else "no"
+        elif value in (None, ""):
+            value = "*" if key in ("namespace", "repository", "tag") else "-"
+        click.echo(f"{key + ':':<13}{value}")
+
+
+# --- sending ------------------------------------------------------------------------------
+
+def _sender_options(fn: F) -> F:
+    options = [
+        click.option("--timeout", type=click.FloatRange(min=0.001), default=DEFAULT_TIMEOUT,
+                     envvar="RECEIVER_SEND_TIMEOUT", show_default=True, show_envvar=True,
+                     help="Seconds allowed for each attempt."),
+        click.option("--attempts", type=click.IntRange(min=1), default=DEFAULT_ATTEMPTS,
+                     envvar="RECEIVER_SEND_ATTEMPTS", show_default=True, show_envvar=True,
+                     help="Attempts per delivery."),
+        click.option("--backoff", type=click.FloatRange(min=0), default=DEFAULT_BACKOFF,
+                     envvar="RECEIVER_SEND_BACKOFF", show_default=True, show_envvar=True,
+                     help="Seconds before the 2nd attempt; doubles after, plus jitter."),
+        click.option("--json", "as_json", is_flag=True, help="Print the deliveries as JSON."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _sender(ctx: click.Context, timeout: float, attempts: int, backoff: float) -> Sender:
+    return Sender(_store(ctx), timeout=timeout, attempts=attempts, backoff=backoff)
+
+
+def _event(action: str, ref: str, digest: str | None, operator: str | None, host: str) -> Event:
+    """NS/REPO:TAG[,TAG...] as an event, like the registry would send."""
+    repo, sep, tags = ref.rpartition(":")
+    if not sep or "/" in tags or not repo:
+        raise UserError(f"{ref!r} must be NS/REPO:TAG (several tags: NS/REPO:TAG1,TAG2)")
+    tag_list = [tag for tag in tags.split(",") if tag]
+    if not tag_list:
+        raise UserError(f"{ref!r} has no tag after ':'")
+    if digest is not None:
+        if action in CHART_ACTIONS:
+            raise UserError("charts have no digest; leave out --digest")
+        if not is_digest(digest):
+            raise UserError(f"--digest {digest!r} must be 'sha256:' and 64 lower-case hex digits")
+    try:
+        return build_event(action, repo, tag_list, digest=digest, operator=operator, host=host)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _report(deliveries: list[Delivery], as_json: bool) -> None:
+    if as_json:
+        emit_json([d.to_dict() for d in deliveries])
+    else:
+        for d in deliveries:
+            http = f"HTTP {d.http_status}" if d.http_status is not None else "no answer"
+            error = f"  ({d.error})" if d.error and d.error != f"HTTP {d.http_status}" else ""
+            click.echo(f"task {d.task_id}  rule {d.rule or '-'}  {d.status}  {http}  "
+                       f"attempts {d.attempts}{error}")
+    if any(d.status != "success" for d in deliveries):
+        raise SystemExit(1)
+
+
+_action_choice = click.Choice(ACTIONS)
+_event_options = [
+    click.option("--digest", help="The image digest (default: a random sha256 per tag)."),
+    click.option("--operator", help="Who did it, as the registry reports (an account id)."),
+    click.option("--host", default="registry.example.com", show_default=True,
+                 help="The registry host in resource URLs."),
+]
+
+
+def _with_event_options(fn: F) -> F:
+    for option in reversed(_event_options):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@click.argument("action", type=_action_choice, metavar="ACTION")
+@click.argument("ref", metavar="NS/REPO:TAG")
+@_with_event_options
+@_sender_options
+@click.pass_context
+def emit(ctx: click.Context, action: str, ref: str, digest: str | None, operator: str | None,
+         host: str, timeout: float, attempts: int, backoff: float, as_json: bool) -> None:
+    """Fire ACTION on NS/REPO:TAG through the matching rules, as the registry would.
+
+    Every enabled rule that matches gets one delivery, logged in the trigger log. Prints one
+    line per delivery: task id, rule, status, HTTP status and attempts. Exits 1 if any
+    delivery failed. Charts take NS/CHART:VERSION.
+
+    \b
+      receiver emit pushImage prod/app:v1.2.0
+      receiver emit uploadChart charts/web:0.3.1
+    """
+    event = _event(action, ref, digest, operator, host)
+    deliveries = _sender(ctx, timeout, attempts, backoff).emit(event)
+    if not deliveries and not as_json:
+        click.echo(f"no enabled rule matches {action} {ref}", err=True)
+    _report(deliveries, as_json)
+
+
+@main.command()
+@click.argument("action", type=_action_choice, metavar="ACTION")
+@click.argument("ref", metavar="NS/REPO:TAG")
+@click.option("--url", required=True, help="Where to POST.")
+@click.option("--header", "headers", multiple=True, metavar="'KEY: VALUE'",
+              help="A header to send, e.g. for auth; repeatable.")
+@_with_event_options
+@_sender_options
+@click.pass_context
+def send(ctx: click.Context, action: str, ref: str, url: str, headers: tuple[str, ...],
+         digest: str | None, operator: str | None, host: str, timeout: float, attempts: int,
+         backoff: float, as_json: bool) -> None:
+    """Send one ACTION event for NS/REPO:TAG to --url, without any rule.
+
+    \b
+      receiver send pushImage prod/app:v1 --url http://127.0.0.1:8000/webhook \\
+          --header 'Authentication: s3cret'
+    """
+    event = _event(action, ref, digest, operator, host)
+    parsed = _headers(headers)
+    try:
+        delivery = _sender(ctx, timeout, attempts, backoff).send(event, url, parsed)
+    except RuleError as exc:
+        raise UserError(str(exc)) from None
+    _report([delivery], as_json)
+
+
+@main.command()
+@click.argument("task_id", type=int)
+@click.option("--header", "headers", multiple=True, metavar="'KEY: VALUE'",
+              help="Headers for a task sent without a rule (their values are never logged).")
+@_sender_options
+@click.pass_context
+def redeliver(ctx: click.Context, task_id: int, headers: tuple[str, ...], timeout: float,
+              attempts: int, backoff: float, as_json: bool) -> None:
+    """Send the logged body of TASK_ID again, as a new trigger-log row.
+
+    A rule's task goes to the rule's current URL with its current headers.
+    """
+    parsed = _headers(headers)
+    try:
+        delivery = _sender(ctx, timeout, attempts, backoff).redeliver(task_id, parsed)
+    except NotFound as exc:
+        raise UserError(str(exc)) from None
+    _report([delivery], as_json)
+
+
+@main.command()
+@click.argument("rule", required=False)
+@click.option("--status", type=click.Choice(STATUSES), help="Only rows with this status.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="At most this many rows, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON, bodies included.")
+@click.pass_context
+def logs(ctx: click.Context, rule: str | None, status: str | None, limit: int, as_json: bool) -> None:
+    """Show the trigger log, newest first, for every rule or for RULE."""
+    rows = _store(ctx).list_deliveries(rule=rule, status=status, limit=limit)
+    if as_json:
+        emit_json([d.to_dict() for d in rows])
+        return
+    if not rows:
+        click.echo("the trigger log is empty" + (" for that selection" if rule or status else ""),
+                   err=True)
+        return
+    table = [("TASK", "RULE", "ACTION", "REPOSITORY", "TAGS", "STATUS", "HTTP", "ATTEMPTS",
+              "CREATED", "ERROR")]
+    for d in rows:
+        table.append((d.task_id, d.rule or "-", d.action, d.repository, ",".join(d.tags) or "-",
+                      d.status, d.http_status or "-", d.attempts, d.created_at, d.error or ""))
+    _print_table(table)
+
+
+def _print_table(rows: list[tuple[t.Any, ...]]) -> None:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
 if __name__ == "__main__":  # pragma: no cover

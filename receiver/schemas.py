@@ -74,8 +74,13 @@ class UnixTime(fields.Field):
         return datetime.fromtimestamp(value, tz=timezone.utc)
 
 
+def is_digest(value: str) -> bool:
+    """Whether *value* is ``sha256:`` and 64 lower-case hex digits."""
+    return _DIGEST.fullmatch(value) is not None
+
+
 def _digest(value: str) -> None:
-    if _DIGEST.fullmatch(value) is None:
+    if not is_digest(value):
         raise ValidationError("Not a valid digest: expected 'sha256:' and 64 lower-case hex digits.")
 
 

@@ -79,3 +79,57 @@ def post(url: str, body: bytes | dict, headers: dict[str, str] | None = None) ->
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"null")
+
+
+class Target:
+    """A real HTTP server on 127.0.0.1 that records POSTs and answers as scripted.
+
+    :param statuses: the status for each request in turn; the last one repeats.
+    :param hang: seconds to wait before answering (a target that hangs).
+    """
+
+    def __init__(self, statuses: t.Sequence[int] = (200,), hang: float = 0.0) -> None:
+        import http.server
+        import threading
+
+        self.statuses = list(statuses)
+        self.hang = hang
+        self.requests: list[tuple[dict[str, str], list[tuple[str, str]], bytes]] = []
+        self.release = threading.Event()
+        target = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                target.requests.append((dict(self.headers), list(self.headers.items()), body))
+                if target.hang:
+                    target.release.wait(target.hang)
+                index = min(len(target.requests), len(target.statuses)) - 1
+                status = target.statuses[index]
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "/elsewhere")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: t.Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Target:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def bodies(self) -> list[dict]:
+        return [json.loads(body) for _, _, body in self.requests]

@@ -1,0 +1,182 @@
+"""Trigger rules: the registry's webhook configuration, validated, and the rule matcher.
+
+A :class:`TriggerRule` is checked completely when it is made, patterns included, so a bad
+rule never fails later while an event is matched. Storage is :mod:`receiver.store`'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing as t
+from urllib.parse import urlsplit
+
+from .auth import is_header_name
+from .events import ACTIONS, Event, Resource
+from .matcher import PatternError, repository_fullmatch, tag_fullmatch
+
+__all__ = [
+    "DEFAULT_ACTIONS",
+    "RuleError",
+    "TriggerRule",
+    "parse_header",
+    "validate_url",
+]
+
+#: The four actions the registry's console offers; a new rule listens to these.
+DEFAULT_ACTIONS: tuple[str, ...] = ("pushImage", "deleteImage", "uploadChart", "deleteChart")
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_MASK = "******"
+
+
+class RuleError(ValueError):
+    """A rule, or a value for one, is invalid; the message names the field and the problem."""
+
+
+def validate_url(url: str) -> str:
+    """Return *url* if it is an absolute http(s) URL fit for a delivery, else raise RuleError."""
+    if not isinstance(url, str) or not url:
+        raise RuleError("url: a target URL is required")
+    if any(c.isspace() for c in url):
+        raise RuleError(f"url: {url!r} contains white space")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+    except ValueError as exc:
+        raise RuleError(f"url: {url!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise RuleError(f"url: {url!r} must start with http:// or https://")
+    if not parts.hostname:
+        raise RuleError(f"url: {url!r} has no host")
+    if parts.username is not None or parts.password is not None:
+        raise RuleError("url: credentials in the URL are not allowed; send them in a --header")
+    return url
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``'Key: Value'`` as ``(key, value)``; raises RuleError naming what is wrong."""
+    key, sep, value = text.partition(":")
+    key, value = key.strip(), value.strip()
+    if not sep:
+        # Not echoed: a header without its colon may well be a secret.
+        raise RuleError("a header must be written 'Key: Value' (no ':' found)")
+    if not key:
+        raise RuleError("a header must be written 'Key: Value' (the name before ':' is empty)")
+    return _check_header(key, value)
+
+
+def _check_header(key: str, value: str) -> tuple[str, str]:
+    if not is_header_name(key):
+        raise RuleError(f"header name {key!r} is not a valid HTTP header name")
+    if not isinstance(value, str) or "\r" in value or "\n" in value or "\0" in value:
+        raise RuleError(f"header {key!r}: the value may not contain CR, LF or NUL")
+    return key, value
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerRule:
+    """One trigger rule, as in the registry's console.
+
+    :param name: lower-case letters, digits and ``-._``, starting with a letter or digit,
+        at most 64 characters; unique in a store.
+    :param url: the http(s) target.
+    :param actions: wire names the rule listens to; default the console's four.
+    :param namespace: the namespace it applies to; ``None`` for every namespace.
+    :param repository: a repository pattern relative to the namespace; empty matches all.
+    :param tag: a tag pattern; empty matches all.
+    :param headers: ``(key, value)`` pairs sent with each delivery; a key may repeat.
+    :param description: free text.
+    :param enabled: whether events fire it.
+    """
+
+    name: str
+    url: str
+    actions: tuple[str, ...] = DEFAULT_ACTIONS
+    namespace: str | None = None
+    repository: str = ""
+    tag: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    description: str = ""
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            raise RuleError(
+                f"name {self.name!r} is invalid: use 1 to 64 lower-case letters, digits and "
+                "'-', '.', '_', starting with a letter or digit"
+            )
+        validate_url(self.url)
+        actions = (self.actions,) if isinstance(self.actions, str) else tuple(self.actions)
+        if not actions:
+            raise RuleError("actions: a rule needs at least one action")
+        for action in actions:
+            if action not in ACTIONS:
+                raise RuleError(f"action {action!r} is unknown; expected one of: {', '.join(ACTIONS)}")
+        object.__setattr__(self, "actions", tuple(dict.fromkeys(actions)))
+        if self.namespace == "":
+            object.__setattr__(self, "namespace", None)
+        if self.namespace is not None and (not isinstance(self.namespace, str) or "/" in self.namespace):
+            raise RuleError(f"namespace {self.namespace!r} is invalid: a namespace has no '/'")
+        for field, compile_ in (("repository", repository_fullmatch), ("tag", tag_fullmatch)):
+            pattern = getattr(self, field) or ""
+            object.__setattr__(self, field, pattern)
+            try:
+                compile_(pattern)
+            except PatternError as exc:
+                raise RuleError(f"{field} pattern: {exc}") from None
+        object.__setattr__(
+            self, "headers", tuple(_check_header(str(k), v) for k, v in self.headers)
+        )
+        object.__setattr__(self, "description", str(self.description or ""))
+        object.__setattr__(self, "enabled", bool(self.enabled))
+
+    @classmethod
+    def _trusted(cls, **fields: t.Any) -> TriggerRule:
+        """Rebuild a rule that was validated when it was stored, without checking again."""
+        rule = object.__new__(cls)
+        for key, value in fields.items():
+            object.__setattr__(rule, key, value)
+        return rule
+
+    def replace(self, **changes: t.Any) -> TriggerRule:
+        """A copy with *changes*, validated again."""
+        return dataclasses.replace(self, **changes)
+
+    def matching_resources(self, event: Event) -> tuple[Resource, ...] | None:
+        """The resources a delivery of *event* would carry, or ``None`` if the rule does not fire.
+
+        The rule fires when the action, the namespace and the repository (relative to the
+        namespace) match, and, with a tag pattern, when any resource's tag matches; the
+        delivery then carries only the matching resources.
+        """
+        if event.action not in self.actions:
+            return None
+        repo = event.repository
+        if self.namespace is not None and repo.namespace != self.namespace:
+            return None
+        if self.repository and repository_fullmatch(self.repository)(repo.name) is None:
+            return None
+        if not self.tag:
+            return event.resources
+        fm = tag_fullmatch(self.tag)
+        matched = tuple(r for r in event.resources if fm(r.tag or "") is not None)
+        return matched or None
+
+    def matches(self, event: Event) -> bool:
+        """Whether *event* fires this rule (the enabled switch is the store's business)."""
+        return self.matching_resources(event) is not None
+
+    def to_dict(self, *, reveal: bool = False) -> dict[str, t.Any]:
+        """The rule as plain data; header values are masked unless *reveal*."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "actions": list(self.actions),
+            "namespace": self.namespace,
+            "repository": self.repository,
+            "tag": self.tag,
+            "url": self.url,
+            "headers": [[k, v if reveal else _MASK] for k, v in self.headers],
+            "enabled": self.enabled,
+        }

@@ -1,0 +1,220 @@
+"""The registry's side of a delivery: match rules, POST the body, retry, keep the trigger log.
+
+``Sender(store).emit(event)`` does what the registry does when something happens: every
+enabled rule that matches gets one delivery, carrying the resources its tag pattern matched.
+Each delivery is a row in the trigger log from before its first attempt until it is final.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import random
+import time
+import typing as t
+
+import urllib3
+
+from .events import Event
+from .rules import TriggerRule, validate_url
+from .schemas import dump_event
+from .store import Delivery, NotFound, Store
+
+__all__ = ["DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF", "DEFAULT_TIMEOUT", "Sender"]
+
+log = logging.getLogger("receiver.sender")
+
+DEFAULT_TIMEOUT = 3.0  # seconds per attempt, as Harbor
+DEFAULT_ATTEMPTS = 3  # as Harbor 2.x
+DEFAULT_BACKOFF = 0.5  # seconds before the second attempt; doubles, plus up to 50% jitter
+
+#: 4xx answers worth retrying; any other 4xx (and 3xx) is final.
+_RETRYABLE_4XX = frozenset({408, 429})
+
+
+def encode_body(event: Event) -> str:
+    """The delivery body: the schema's dump, compact, in the registry's key order."""
+    return json.dumps(dump_event(event), separators=(",", ":"), ensure_ascii=False)
+
+
+class Sender:
+    """Delivers events to the rules in *store*, as the registry would.
+
+    :param store: where the rules are and the trigger log goes.
+    :param timeout: seconds allowed for each attempt.
+    :param attempts: attempts per delivery (at least 1).
+    :param backoff: seconds before the second attempt; each later wait doubles, with jitter.
+    :param max_workers: deliveries of one event run concurrently on up to this many threads.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        attempts: int = DEFAULT_ATTEMPTS,
+        backoff: float = DEFAULT_BACKOFF,
+        max_workers: int = 8,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if timeout <= 0 or backoff < 0:
+            raise ValueError("timeout must be positive and backoff not negative")
+        self.store = store
+        self.timeout = timeout
+        self.attempts = attempts
+        self.backoff = backoff
+        self.max_workers = max_workers
+        self._http = urllib3.PoolManager(num_pools=32, maxsize=max_workers, retries=False)
+
+    # --- the public operations ------------------------------------------------------------
+
+    def targets(self, event: Event) -> list[tuple[TriggerRule, Event]]:
+        """Each enabled rule that *event* fires, with the event narrowed to its resources."""
+        out = []
+        for rule in self.store.enabled_rules():
+            resources = rule.matching_resources(event)
+            if resources is not None:
+                out.append((rule, event if resources == event.resources else event.with_resources(resources)))
+        return out
+
+    def emit(self, event: Event) -> list[Delivery]:
+        """Deliver *event* to every enabled rule it fires; returns once each delivery is final."""
+        jobs = [(rule.name, rule.url, rule.headers, narrowed) for rule, narrowed in self.targets(event)]
+        return self._run(jobs)
+
+    def send(self, event: Event, url: str, headers: t.Sequence[tuple[str, str]] = ()) -> Delivery:
+        """One delivery of *event* to *url*, with no rule; logged with an empty rule."""
+        validate_url(url)
+        return self._run([(None, url, tuple(headers), event)])[0]
+
+    def redeliver(self, task_id: int, headers: t.Sequence[tuple[str, str]] | None = None) -> Delivery:
+        """Send a logged delivery's body again, as a new row.
+
+        A rule's delivery goes to the rule's current URL with its current headers. A delivery
+        made without a rule goes to its logged URL, with *headers* (header values are never
+        logged, so they must be given again).
+
+        :raises NotFound: no such task, or its rule has been deleted since.
+        """
+        old = self.store.get_delivery(task_id)
+        if old.rule is not None:
+            try:
+                rule = self.store.get_rule(old.rule)
+            except NotFound:
+                raise NotFound(
+                    f"task {task_id} belongs to rule {old.rule!r}, which no longer exists"
+                ) from None
+            url, hdrs = rule.url, rule.headers
+        else:
+            url, hdrs = old.url, tuple(headers or ())
+        pending = self.store.start_delivery(
+            rule=old.rule, action=old.action, repository=old.repository, tags=old.tags,
+            url=url, body=old.body,
+        )
+        return self._finish([(pending, hdrs)])[0]
+
+    # --- the machinery --------------------------------------------------------------------
+
+    def _run(self, jobs: list[tuple[str | None, str, tuple[tuple[str, str], ...], Event]]) -> list[Delivery]:
+        started = []
+        for rule, url, headers, event in jobs:
+            pending = self.store.start_delivery(
+                rule=rule, action=event.action, repository=event.repository.full_name,
+                tags=event.tags, url=url, body=encode_body(event),
+            )
+            started.append((pending, headers))
+        return self._finish(started)
+
+    def _finish(self, started: list[tuple[Delivery, tuple[tuple[str, str], ...]]]) -> list[Delivery]:
+        """Run each started delivery to its end; whatever happens, no row stays pending."""
+        results: dict[int, Delivery] = {}
+        try:
+            if len(started) == 1:
+                d, headers = started[0]
+                results[d.task_id] = self._deliver(d, headers)
+            elif started:
+                workers = min(self.max_workers, len(started))
+                with concurrent.futures.ThreadPoolExecutor(workers, "receiver-send") as pool:
+                    futures = {pool.submit(self._deliver, d, h): d for d, h in started}
+                    for future in concurrent.futures.as_completed(futures):
+                        results[futures[future].task_id] = future.result()
+        finally:
+            # Interrupted (Ctrl-C) or broken: close the rows that did not finish.
+            for d, _ in started:
+                if d.task_id not in results:
+                    current = self.store.get_delivery(d.task_id)
+                    if current.status == "pending":
+                        self.store.update_delivery(
+                            current, status="failed", http_status=current.http_status,
+                            attempts=current.attempts, error="interrupted before a final answer",
+                        )
+        return [results[d.task_id] for d, _ in started]
+
+    def _deliver(self, delivery: Delivery, headers: tuple[tuple[str, str], ...]) -> Delivery:
+        request_headers = urllib3.HTTPHeaderDict()
+        request_headers["Content-Type"] = "application/json"
+        request_headers["User-Agent"] = "receiver-sender"
+        for key, value in headers:
+            request_headers.add(key, value)
+        body = delivery.body.encode("utf-8")
+        timeout = urllib3.Timeout(total=self.timeout)
+        for attempt in range(1, self.attempts + 1):
+            status, error, retry = self._attempt(delivery.url, body, request_headers, timeout)
+            final = status is not None and 200 <= status < 300 or not retry or attempt == self.attempts
+            outcome = "success" if status is not None and 200 <= status < 300 else (
+                "failed" if final else "pending")
+            delivery = self.store.update_delivery(
+                delivery, status=outcome, http_status=status, attempts=attempt, error=error,
+            )
+            log.info(
+                "delivery task=%d rule=%s %s %s attempt=%d/%d status=%s http=%s%s",
+                delivery.task_id, delivery.rule or "-", delivery.action, delivery.repository,
+                attempt, self.attempts, outcome, status if status is not None else "-",
+                f" error={error}" if error else "",
+            )
+            if final:
+                return delivery
+            time.sleep(self._delay(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(
+        self, url: str, body: bytes, headers: urllib3.HTTPHeaderDict, timeout: urllib3.Timeout
+    ) -> tuple[int | None, str | None, bool]:
+        """One POST: (HTTP status or None, short error or None, whether to retry)."""
+        try:
+            resp = self._http.request(
+                "POST", url, body=body, headers=headers, timeout=timeout,
+                redirect=False, retries=False, preload_content=True,
+            )
+        except urllib3.exceptions.NewConnectionError as exc:  # a TimeoutError subclass, but not one
+            return None, _short_error(exc), True
+        except urllib3.exceptions.TimeoutError:
+            return None, f"timed out after {self.timeout:g}s", True
+        except urllib3.exceptions.HTTPError as exc:
+            return None, _short_error(exc), True
+        status = resp.status
+        if 200 <= status < 300:
+            return status, None, False
+        if 300 <= status < 400:
+            return status, f"HTTP {status}: redirects are not followed", False
+        if 400 <= status < 500 and status not in _RETRYABLE_4XX:
+            return status, f"HTTP {status}", False
+        return status, f"HTTP {status}", True
+
+    def _delay(self, attempt: int) -> float:
+        base = self.backoff * (2 ** (attempt - 1))
+        return base + random.uniform(0, base / 2)
+
+
+def _short_error(exc: Exception) -> str:
+    """A one-line reason for a failed connection, without URLs' query strings or headers."""
+    reason = getattr(exc, "reason", None) or exc
+    text = str(reason)
+    for marker in ("Connection refused", "Name or service not known", "No route to host",
+                   "Connection reset", "Remote end closed connection"):
+        if marker in text:
+            return marker.lower()
+    text = text.split(": ", 1)[-1] if ": " in text else text
+    return (type(reason).__name__ + ": " + text)[:200]

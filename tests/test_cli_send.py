@@ -1,0 +1,166 @@
+"""The rules, emit, send, logs and redeliver commands, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from receiver.cli import main
+from servers import Target
+
+R = pytest.param
+
+
+@pytest.fixture()
+def cli(tmp_path, monkeypatch):
+    """Run `receiver ...` in-process against a fresh store; returns (exit code, stdout, stderr)."""
+    monkeypatch.setenv("RECEIVER_DB", str(tmp_path / "r.db"))
+    monkeypatch.setenv("RECEIVER_SEND_BACKOFF", "0.01")
+    runner = CliRunner()
+
+    def run(*args: str):
+        result = runner.invoke(main, list(args), prog_name="receiver", catch_exceptions=False)
+        return result.exit_code, result.stdout, result.stderr
+
+    return run
+
+
+def test_rules_lifecycle(cli):
+    """Create, show, update, disable, enable, list and delete a rule."""
+    assert cli("rules", "create", "deploy", "--url", "http://127.0.0.1:1/h", "--namespace", "prod",
+               "--repository", "/app*/**", "--tag", "v*", "--header", "Authentication: s3cret",
+               "--description", "部署")[:2] == (0, "created rule deploy\n")
+    code, out, _ = cli("rules", "show", "deploy", "--json")
+    assert code == 0
+    assert json.loads(out) == {
+        "name": "deploy", "description": "部署",
+        "actions": ["pushImage", "deleteImage", "uploadChart", "deleteChart"],
+        "namespace": "prod", "repository": "/app*/**", "tag": "v*", "url": "http://127.0.0.1:1/h",
+        "headers": [["Authentication", "******"]], "enabled": True,
+    }
+    assert "s3cret" not in cli("rules", "show", "deploy")[1]
+    assert cli("rules", "update", "deploy", "--tag", "release-*", "--action", "pushImage")[0] == 0
+    rule = json.loads(cli("rules", "show", "deploy", "--json")[1])
+    assert rule["tag"] == "release-*" and rule["actions"] == ["pushImage"]
+    assert rule["repository"] == "/app*/**" and rule["headers"] == [["Authentication", "******"]]
+    assert cli("rules", "disable", "deploy")[:2] == (0, "disabled rule deploy\n")
+    assert json.loads(cli("rules", "list", "--json")[1])[0]["enabled"] is False
+    assert cli("rules", "enable", "deploy")[0] == 0
+    code, out, _ = cli("rules", "list")
+    assert out.splitlines()[0].split() == ["NAME", "ENABLED", "ACTIONS", "NAMESPACE", "REPOSITORY", "TAG", "URL"]
+    assert out.splitlines()[1].split()[:2] == ["deploy", "yes"]
+    assert cli("rules", "delete", "deploy")[:2] == (0, "deleted rule deploy\n")
+    assert json.loads(cli("rules", "list", "--json")[1]) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    R(["rules", "create", "Bad", "--url", "http://h/"], "error: name 'Bad' is invalid", id="bad-name"),
+    R(["rules", "create", "dup", "--url", "http://h/"], "error: a rule named 'dup' already exists", id="duplicate"),
+    R(["rules", "create", "x", "--url", "http://h/", "--repository", "/{a"],
+      "error: repository pattern: unclosed '{' at position 1 in '/{a'", id="bad-pattern"),
+    R(["rules", "create", "x", "--url", "http://h/", "--action", "push"],
+      "error: action 'push' is unknown", id="bad-action"),
+    R(["rules", "create", "x", "--url", "ftp://h/"], "error: url: 'ftp://h/' must start with http", id="bad-url"),
+    R(["rules", "create", "x", "--url", "http://h/", "--header", "Authentication s3cret"],
+      "error: a header must be written 'Key: Value'", id="malformed-header"),
+    R(["rules", "show", "nope"], "error: no rule named 'nope'", id="unknown-rule"),
+    R(["rules", "update", "nope", "--tag", "x"], "error: no rule named 'nope'", id="update-unknown"),
+    R(["rules", "enable", "nope"], "error: no rule named 'nope'", id="enable-unknown"),
+    R(["rules", "delete", "nope"], "error: no rule named 'nope'", id="delete-unknown"),
+    R(["redeliver", "999"], "error: no delivery with task id 999", id="unknown-task"),
+    R(["emit", "push", "a/b:c"], "error: receiver emit: Invalid value for 'ACTION'", id="emit-bad-action"),
+    R(["emit", "pushImage", "ab"], "error: 'ab' must be NS/REPO:TAG", id="emit-bad-ref"),
+    R(["emit", "pushImage", "a/b:v1", "--digest", "sha256:1"], "error: --digest 'sha256:1' must be", id="bad-digest"),
+    R(["emit", "uploadChart", "a/b:1.0", "--digest", "sha256:" + "a" * 64], "error: charts have no digest",
+      id="chart-digest"),
+    R(["send", "pushImage", "a/b:v1", "--url", "gopher://x"], "error: url: 'gopher://x' must start", id="send-bad-url"),
+    R(["logs", "--status", "weird"], "error: receiver logs: Invalid value for '--status'", id="bad-status"),
+])
+def test_every_mistake_is_one_line_and_exit_2(cli, args, message):
+    """Each mistake prints one clear line on stderr and exits 2, with no traceback."""
+    cli("rules", "create", "dup", "--url", "http://h/")
+    code, out, err = cli(*args)
+    assert code == 2
+    assert err.startswith(message), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "s3cret" not in err
+
+
+def test_emit_send_logs_and_redeliver(cli):
+    """emit goes through matching rules; send goes to a URL; logs and redeliver read the log."""
+    with Target() as target:
+        cli("rules", "create", "deploy", "--url", target.url, "--tag", "v*",
+            "--header", "Authentication: s3cret")
+        cli("rules", "create", "charts", "--url", target.url, "--action", "uploadChart")
+        code, out, _ = cli("emit", "pushImage", "prod/app:v1,latest", "--operator", "42")
+        assert code == 0
+        assert out.splitlines() == ["task 1  rule deploy  success  HTTP 200  attempts 1"]
+        code, out, _ = cli("emit", "uploadChart", "charts/web:0.3.1")
+        assert out.splitlines() == ["task 2  rule charts  success  HTTP 200  attempts 1"]
+        code, out, err = cli("emit", "downloadChart", "charts/web:0.3.1", "--json")
+        assert (code, json.loads(out)) == (0, [])
+        assert cli("emit", "pullImage", "prod/app:v1")[2] == "no enabled rule matches pullImage prod/app:v1\n"
+        code, out, _ = cli("send", "deleteChart", "charts/web:0.3.1", "--url", target.url,
+                           "--header", "X-Token: t")
+        assert out.splitlines() == ["task 3  rule -  success  HTTP 200  attempts 1"]
+        code, out, _ = cli("redeliver", "1")
+        assert out.splitlines() == ["task 4  rule deploy  success  HTTP 200  attempts 1"]
+        bodies = target.bodies()
+    assert [b["type"] for b in bodies] == ["pushImage", "uploadChart", "deleteChart", "pushImage"]
+    assert bodies[0] == bodies[3]
+    assert [r["tag"] for r in bodies[0]["event_data"]["resources"]] == ["v1"]
+    assert bodies[0]["operator"] == "42"
+    assert bodies[1]["event_data"]["resources"][0]["resource_url"] == (
+        "https://registry.example.com/chartrepo/charts/charts/web-0.3.1.tgz")
+
+    code, out, _ = cli("logs", "--json")
+    rows = json.loads(out)
+    assert [r["task_id"] for r in rows] == [4, 3, 2, 1]
+    assert set(rows[0]) == {"task_id", "rule", "action", "repository", "tags", "status", "http_status",
+                            "attempts", "error", "created_at", "updated_at", "url", "body"}
+    assert rows[3]["body"] == bodies[0] and rows[3]["tags"] == ["v1"]
+    assert "s3cret" not in out
+    code, out, _ = cli("logs", "deploy", "--limit", "1")
+    lines = out.splitlines()
+    assert lines[0].split()[:6] == ["TASK", "RULE", "ACTION", "REPOSITORY", "TAGS", "STATUS"]
+    assert lines[1].split()[:6] == ["4", "deploy", "pushImage", "prod/app", "v1", "success"]
+    assert len(lines) == 2
+
+
+def test_failed_delivery_exits_1_and_is_logged(cli):
+    """A delivery that fails makes emit exit 1; the row says failed with the HTTP status."""
+    with Target(statuses=[401]) as target:
+        cli("rules", "create", "r", "--url", target.url, "--header", "Authentication: wrong")
+        code, out, _ = cli("emit", "pushImage", "ns/app:v1")
+    assert code == 1
+    assert out.strip() == "task 1  rule r  failed  HTTP 401  attempts 1"
+    [row] = json.loads(cli("logs", "--status", "failed", "--json")[1])
+    assert (row["status"], row["http_status"], row["error"]) == ("failed", 401, "HTTP 401")
+
+
+def test_ctrl_c_leaves_no_pending_row(tmp_path):
+    """Interrupting `receiver emit` while a target hangs closes the row as failed."""
+    env = {**os.environ, "RECEIVER_DB": str(tmp_path / "r.db")}
+    with Target(hang=60) as target:
+        subprocess.run([sys.executable, "-m", "receiver", "rules", "create", "r", "--url", target.url],
+                       env=env, check=True, capture_output=True)
+        proc = subprocess.Popen([sys.executable, "-m", "receiver", "emit", "pushImage", "ns/a:v1",
+                                 "--timeout", "30"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while not target.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 1 and err.strip() == "aborted"
+    logs = subprocess.run([sys.executable, "-m", "receiver", "logs", "--json"], env=env,
+                          capture_output=True, text=True, check=True)
+    [row] = json.loads(logs.stdout)
+    assert (row["status"], row["error"]) == ("failed", "interrupted before a final answer")

@@ -1,0 +1,189 @@
+"""Deliveries over real HTTP to local servers: bodies, headers, retries, timeouts, the log."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import HERE
+from receiver.rules import TriggerRule
+from receiver.schemas import load_event
+from receiver.sender import Sender
+from receiver.store import Store
+from receiver.testing import make_event
+from servers import Target
+
+SEED = json.loads((HERE / "data" / "seed_push.json").read_text())
+
+
+@pytest.fixture()
+def store(tmp_path):
+    with Store(tmp_path / "r.db") as s:
+        yield s
+
+
+def sender(store, **kwargs):
+    return Sender(store, **{"backoff": 0.01, "timeout": 2.0, **kwargs})
+
+
+def shape(value):
+    if isinstance(value, dict):
+        return [(k, shape(v)) for k, v in value.items()]
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    return type(value).__name__
+
+
+def test_body_on_the_wire_matches_the_seed(store):
+    """The POSTed body has the seed's keys, in its order, with its types; headers are sent."""
+    with Target() as target:
+        store.add_rule(TriggerRule("r", target.url, headers=(("Authentication", "s3cret"), ("X-Multi", "1"), ("X-Multi", "2"))))
+        [delivery] = sender(store).emit(load_event(SEED))
+    headers, header_items, raw = target.requests[0]
+    body = json.loads(raw)
+    assert body == SEED
+    assert shape(body) == shape(SEED)
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Authentication"] == "s3cret"
+    assert [v for k, v in header_items if k == "X-Multi"] == ["1", "2"]
+    assert delivery.status == "success" and delivery.http_status == 200 and delivery.attempts == 1
+
+
+def test_chart_body_keeps_every_key(store):
+    """A chart delivery still carries digest, date_created and operator, as null."""
+    with Target() as target:
+        store.add_rule(TriggerRule("r", target.url))
+        sender(store).emit(make_event("uploadChart", "charts/web", ["0.1.0"]))
+    body = target.bodies()[0]
+    assert list(body) == list(SEED)
+    assert list(body["event_data"]["repository"]) == list(SEED["event_data"]["repository"])
+    assert list(body["event_data"]["resources"][0]) == ["digest", "tag", "resource_url"]
+    assert body["event_data"]["resources"][0]["digest"] is None
+    assert body["event_data"]["repository"]["date_created"] is None and body["operator"] is None
+
+
+def test_each_rule_gets_the_resources_its_tag_pattern_matched(store):
+    """Two rules with different tag patterns get one delivery each with their own tags."""
+    with Target() as target:
+        store.add_rule(TriggerRule("releases", target.url, tag="v*"))
+        store.add_rule(TriggerRule("all", target.url))
+        store.add_rule(TriggerRule("none", target.url, tag="nightly-*"))
+        deliveries = sender(store).emit(make_event("pushImage", "ns/app", ["v1", "latest", "v2"]))
+    assert sorted((d.rule, d.tags) for d in deliveries) == [
+        ("all", ("v1", "latest", "v2")), ("releases", ("v1", "v2"))]
+    tags = sorted(tuple(r["tag"] for r in b["event_data"]["resources"]) for b in target.bodies())
+    assert tags == [("v1", "latest", "v2"), ("v1", "v2")]
+
+
+def test_retries_until_success(store):
+    """A target that fails twice with 503, then answers 200, gets three attempts: success."""
+    with Target(statuses=[503, 503, 200]) as target:
+        store.add_rule(TriggerRule("r", target.url))
+        [d] = sender(store).emit(make_event())
+    assert (d.status, d.http_status, d.attempts, d.error) == ("success", 200, 3, None)
+    assert len(target.requests) == 3
+    assert store.get_delivery(d.task_id) == d
+
+
+@pytest.mark.parametrize("status, attempts", [(500, 3), (429, 3), (408, 3), (404, 1), (401, 1), (302, 1)])
+def test_which_answers_are_retried(store, status, attempts):
+    """5xx, 408 and 429 are retried; other 4xx and redirects are final (not followed)."""
+    with Target(statuses=[status]) as target:
+        store.add_rule(TriggerRule("r", target.url))
+        [d] = sender(store).emit(make_event())
+    assert (d.status, d.http_status, d.attempts) == ("failed", status, attempts)
+    assert len(target.requests) == attempts
+
+
+def test_wrong_header_is_logged_failed(store):
+    """A receiver's 401 for a wrong secret is a failed row that does not hold the secret."""
+    from receiver import create_app
+    from servers import free_port
+    import threading
+    from werkzeug.serving import make_server
+
+    app = create_app({"RECEIVER_AUTH_HEADERS": {"Authentication": "right"}})
+    server = make_server("127.0.0.1", free_port(), app)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/webhook"
+        store.add_rule(TriggerRule("r", url, headers=(("Authentication", "wrong-secret-value"),)))
+        [d] = sender(store).emit(make_event())
+    finally:
+        server.shutdown()
+    assert (d.status, d.http_status, d.attempts) == ("failed", 401, 1)
+    row = json.dumps(store.get_delivery(d.task_id).to_dict())
+    assert "wrong-secret-value" not in row
+
+
+def test_hanging_target_times_out(store):
+    """A target that never answers costs one timeout per attempt, then the row is failed."""
+    with Target(hang=30) as target:
+        store.add_rule(TriggerRule("r", target.url))
+        started = time.monotonic()
+        [d] = sender(store, timeout=0.3, attempts=2).emit(make_event())
+        elapsed = time.monotonic() - started
+    assert (d.status, d.http_status, d.attempts) == ("failed", None, 2)
+    assert d.error == "timed out after 0.3s"
+    assert elapsed < 10  # bounded by the timeout, not by the target
+
+
+def test_target_down_is_failed_with_a_reason(store):
+    """Nothing listening: every attempt fails, and the row says why."""
+    from servers import free_port
+
+    store.add_rule(TriggerRule("r", f"http://127.0.0.1:{free_port()}/hook"))
+    [d] = sender(store).emit(make_event())
+    assert (d.status, d.attempts, d.error) == ("failed", 3, "connection refused")
+
+
+def test_disabled_rule_is_silent(store):
+    """A disabled rule gets no delivery and no row."""
+    with Target() as target:
+        store.add_rule(TriggerRule("off", target.url, enabled=False))
+        assert sender(store).emit(make_event()) == []
+    assert target.requests == [] and store.list_deliveries() == []
+
+
+def test_deliveries_run_concurrently(store):
+    """Deliveries of one event run at once: two hanging targets cost one timeout, not two."""
+    with Target(hang=30) as a, Target(hang=30) as b:
+        store.add_rule(TriggerRule("a", a.url))
+        store.add_rule(TriggerRule("b", b.url))
+        started = time.monotonic()
+        deliveries = sender(store, timeout=1.0, attempts=1).emit(make_event())
+        elapsed = time.monotonic() - started
+    assert [d.status for d in deliveries] == ["failed", "failed"]
+    assert elapsed < 1.9
+
+
+def test_send_and_redeliver(store):
+    """send() needs no rule; redeliver() posts the same body again as a new row."""
+    with Target() as target:
+        store.add_rule(TriggerRule("r", target.url, headers=(("X-Key", "old"),)))
+        s = sender(store)
+        [first] = s.emit(make_event())
+        store.save_rule(store.get_rule("r").replace(headers=(("X-Key", "new"),)))
+        again = s.redeliver(first.task_id)
+        plain = s.send(make_event("deleteImage", "ns/x", ["t"]), target.url, [("X-Key", "given")])
+        plain_again = s.redeliver(plain.task_id, [("X-Key", "given2")])
+    assert again.task_id != first.task_id and again.rule == "r" and again.body == first.body
+    assert target.requests[0][2] == target.requests[1][2]
+    assert [h["X-Key"] for h, _, _ in target.requests] == ["old", "new", "given", "given2"]
+    assert plain.rule is None and plain_again.status == "success"
+
+
+def test_redeliver_refuses_unknown_task_and_deleted_rule(store):
+    """Unknown task ids and tasks of deleted rules are NotFound with a clear message."""
+    from receiver.store import NotFound
+
+    with Target() as target:
+        store.add_rule(TriggerRule("r", target.url))
+        [d] = sender(store).emit(make_event())
+    store.delete_rule("r")
+    with pytest.raises(NotFound, match="rule 'r', which no longer exists"):
+        sender(store).redeliver(d.task_id)
+    with pytest.raises(NotFound, match="no delivery with task id 12345"):
+        sender(store).redeliver(12345)

@@ -1,0 +1,75 @@
+"""The SQLite store: rules round-trip, the trigger log, and the default location."""
+
+from __future__ import annotations
+
+import pytest
+
+from receiver.rules import RuleError, TriggerRule
+from receiver.store import NotFound, Store, default_db_path
+
+URL = "http://127.0.0.1:1/hook"
+
+
+@pytest.fixture()
+def store(tmp_path):
+    with Store(tmp_path / "sub" / "r.db") as s:
+        yield s
+
+
+def test_rules_round_trip(store):
+    """A stored rule comes back equal, headers and Unicode included."""
+    rule = TriggerRule("r", URL, actions=("pushImage",), namespace="ns", repository="/a*",
+                       tag="v*", headers=(("X", "1"), ("X", "2")), description="说明", enabled=False)
+    store.add_rule(rule)
+    assert store.get_rule("r") == rule
+    assert store.list_rules() == [rule]
+
+
+def test_duplicate_and_missing_names(store):
+    """A taken name is a RuleError; unknown names are NotFound."""
+    store.add_rule(TriggerRule("r", URL))
+    with pytest.raises(RuleError, match="a rule named 'r' already exists"):
+        store.add_rule(TriggerRule("r", URL))
+    for call in (lambda: store.get_rule("x"), lambda: store.delete_rule("x"),
+                 lambda: store.save_rule(TriggerRule("x", URL))):
+        with pytest.raises(NotFound, match="no rule named 'x'"):
+            call()
+
+
+def test_enabled_rules_follow_changes_from_other_connections(store, tmp_path):
+    """The enabled-rule cache notices writes by this and by another connection."""
+    store.add_rule(TriggerRule("a", URL))
+    assert [r.name for r in store.enabled_rules()] == ["a"]
+    with Store(store.path) as other:
+        other.add_rule(TriggerRule("b", URL))
+        other.save_rule(other.get_rule("a").replace(enabled=False))
+    assert [r.name for r in store.enabled_rules()] == ["b"]
+    store.delete_rule("b")
+    assert store.enabled_rules() == ()
+
+
+def test_trigger_log_rows(store):
+    """Rows start pending, record each attempt, and list newest first with filters."""
+    d = store.start_delivery(rule="r", action="pushImage", repository="ns/app", tags=["v1", "v2"],
+                             url=URL, body='{"type":"pushImage"}')
+    assert d.status == "pending" and d.attempts == 0
+    d = store.update_delivery(d, status="failed", http_status=500, attempts=3, error="HTTP 500")
+    e = store.start_delivery(rule=None, action="deleteImage", repository="ns/app", tags=[], url=URL,
+                             body="{}")
+    assert store.get_delivery(d.task_id) == d
+    assert [x.task_id for x in store.list_deliveries()] == [e.task_id, d.task_id]
+    assert store.list_deliveries(rule="r") == [d]
+    assert store.list_deliveries(status="pending") == [e]
+    assert store.list_deliveries(limit=1) == [store.get_delivery(e.task_id)]
+    assert d.to_dict()["tags"] == ["v1", "v2"] and d.to_dict()["body"] == {"type": "pushImage"}
+    with pytest.raises(NotFound, match="no delivery with task id 999"):
+        store.get_delivery(999)
+
+
+def test_default_path(monkeypatch, tmp_path):
+    """RECEIVER_DB wins; otherwise the XDG data directory."""
+    monkeypatch.setenv("RECEIVER_DB", str(tmp_path / "x.db"))
+    assert default_db_path() == tmp_path / "x.db"
+    monkeypatch.delenv("RECEIVER_DB")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert default_db_path() == tmp_path / "data" / "receiver" / "receiver.db"
