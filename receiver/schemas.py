@@ -240,6 +240,30 @@ def load_event(data: t.Any) -> Event:
     return _schema.load(data)
 
 
+def _fast_dump(event: Event) -> dict[str, t.Any]:
+    """What :class:`EventSchema` ``.dump`` gives, built directly; ``tests/test_schemas.py``
+    holds the two to the same result with hypothesis."""
+    repo = event.repository
+    created = repo.created_at
+    return {
+        "type": event.action,
+        "occur_at": int(event.occurred_at.timestamp()),
+        "event_data": {
+            "resources": [
+                {"digest": r.digest, "tag": r.tag, "resource_url": r.url} for r in event.resources
+            ],
+            "repository": {
+                "date_created": None if created is None else int(created.timestamp()),
+                "name": repo.name,
+                "namespace": repo.namespace,
+                "repo_full_name": repo.full_name,
+                "repo_type": repo.type,
+            },
+        },
+        "operator": event.operator,
+    }
+
+
 def dump_event(event: Event) -> dict[str, t.Any]:
     """The wire body for *event*: every key of the registry's example, in its order."""
-    return _schema.dump(event)
+    return _fast_dump(event)

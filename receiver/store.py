@@ -123,7 +123,7 @@ class Store:
                 self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
-        self._writes = 0
+        self._rule_writes = 0
         self._enabled: tuple[tuple[int, int], tuple[TriggerRule, ...]] | None = None
 
     def close(self) -> None:
@@ -135,9 +135,10 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _write(self, sql: str, params: t.Sequence[t.Any]) -> sqlite3.Cursor:
+    def _write(self, sql: str, params: t.Sequence[t.Any], *, rules: bool = False) -> sqlite3.Cursor:
         with self._lock, self._conn:
-            self._writes += 1
+            if rules:
+                self._rule_writes += 1
             return self._conn.execute(sql, params)
 
     def _read(self, sql: str, params: t.Sequence[t.Any] = ()) -> list[sqlite3.Row]:
@@ -154,6 +155,7 @@ class Store:
                 "INSERT INTO rules (name, description, actions, namespace, repository, tag, url,"
                 " headers, enabled, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (*_rule_columns(rule), stamp, stamp),
+                rules=True,
             )
         except sqlite3.IntegrityError:
             raise RuleError(f"a rule named {rule.name!r} already exists") from None
@@ -165,6 +167,7 @@ class Store:
             "UPDATE rules SET description=?, actions=?, namespace=?, repository=?, tag=?, url=?,"
             " headers=?, enabled=?, updated_at=? WHERE name=?",
             (*_rule_columns(rule)[1:], now(), rule.name),
+            rules=True,
         )
         if cur.rowcount == 0:
             raise NotFound(f"no rule named {rule.name!r}")
@@ -180,13 +183,17 @@ class Store:
         return [_rule_from_row(row) for row in self._read("SELECT * FROM rules ORDER BY name")]
 
     def delete_rule(self, name: str) -> None:
-        if self._write("DELETE FROM rules WHERE name=?", (name,)).rowcount == 0:
+        if self._write("DELETE FROM rules WHERE name=?", (name,), rules=True).rowcount == 0:
             raise NotFound(f"no rule named {name!r}")
 
     def enabled_rules(self) -> tuple[TriggerRule, ...]:
-        """The enabled rules, cached until this or another connection changes the file."""
+        """The enabled rules, cached until a rule changes here or the file changes elsewhere.
+
+        ``PRAGMA data_version`` moves when another connection commits (a trigger-log row
+        written by another process reloads the rules too, which is merely wasted work).
+        """
         with self._lock:
-            version = (self._conn.execute("PRAGMA data_version").fetchone()[0], self._writes)
+            version = (self._conn.execute("PRAGMA data_version").fetchone()[0], self._rule_writes)
             if self._enabled is not None and self._enabled[0] == version:
                 return self._enabled[1]
             rows = self._conn.execute("SELECT * FROM rules WHERE enabled=1 ORDER BY name").fetchall()
@@ -224,9 +231,11 @@ class Store:
             " WHERE task_id=?",
             (status, http_status, attempts, error, stamp, delivery.task_id),
         )
-        return dataclasses.replace(
-            delivery, status=status, http_status=http_status, attempts=attempts, error=error,
-            updated_at=stamp,
+        return Delivery(
+            task_id=delivery.task_id, rule=delivery.rule, action=delivery.action,
+            repository=delivery.repository, tags=delivery.tags, url=delivery.url, status=status,
+            http_status=http_status, attempts=attempts, error=error, body=delivery.body,
+            created_at=delivery.created_at, updated_at=stamp,
         )
 
     def get_delivery(self, task_id: int) -> Delivery:
