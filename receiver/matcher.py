@@ -295,28 +295,22 @@ _repo_fullmatch: dict[str, t.Callable[[str], t.Any]] = {}
 _tag_fullmatch: dict[str, t.Callable[[str], t.Any]] = {}
 
 
+def _remember(cache: dict[str, t.Callable[[str], t.Any]], pattern: str, relative: bool) -> t.Callable[[str], t.Any]:
+    fullmatch = _compile(pattern, relative)._fullmatch
+    if len(cache) >= CACHE_SIZE:
+        cache.clear()
+    cache[pattern] = fullmatch
+    return fullmatch
+
+
 def repository_fullmatch(pattern: str) -> t.Callable[[str], t.Any]:
     """The compiled repository *pattern*'s ``fullmatch``; raises PatternError if malformed."""
-    try:
-        return _repo_fullmatch[pattern]
-    except KeyError:
-        fm = _compile(pattern, relative=True)._fullmatch
-        if len(_repo_fullmatch) >= CACHE_SIZE:
-            _repo_fullmatch.clear()
-        _repo_fullmatch[pattern] = fm
-        return fm
+    return _repo_fullmatch.get(pattern) or _remember(_repo_fullmatch, pattern, relative=True)
 
 
 def tag_fullmatch(pattern: str) -> t.Callable[[str], t.Any]:
     """The compiled tag *pattern*'s ``fullmatch``; raises PatternError if malformed."""
-    try:
-        return _tag_fullmatch[pattern]
-    except KeyError:
-        fm = _compile(pattern, relative=False)._fullmatch
-        if len(_tag_fullmatch) >= CACHE_SIZE:
-            _tag_fullmatch.clear()
-        _tag_fullmatch[pattern] = fm
-        return fm
+    return _tag_fullmatch.get(pattern) or _remember(_tag_fullmatch, pattern, relative=False)
 
 
 def repository_matches(pattern: str, name: str) -> bool:

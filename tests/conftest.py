@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import pathlib
 import typing as t
 
 import pytest
 
 from receiver import create_app, off
 from receiver import dispatch as dispatch_module
+from wire import SEED_PATH
 
-HERE = pathlib.Path(__file__).parent
 SECRET = "s3cret-value-never-logged"
 AUTH = {"Authentication": SECRET}
 
@@ -19,7 +18,7 @@ AUTH = {"Authentication": SECRET}
 @pytest.fixture()
 def seed_body() -> bytes:
     """The body from the registry's documentation, its 'xxxx' redaction filled with hex."""
-    return (HERE / "data" / "seed_push.json").read_bytes()
+    return SEED_PATH.read_bytes()
 
 
 @pytest.fixture(autouse=True)

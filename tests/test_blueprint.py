@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 
@@ -10,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import AUTH, SECRET
+from wire import SEED
 from receiver import PushImage, on, signals
 from receiver.testing import capture_events, make_body
 
@@ -107,9 +109,7 @@ def test_unparseable_body_is_400(client, body, error):
 
 
 def _seed() -> dict:
-    from conftest import HERE
-
-    return json.loads((HERE / "data" / "seed_push.json").read_text())
+    return copy.deepcopy(SEED)
 
 
 def _with(path: list, value) -> dict:

@@ -9,20 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import HERE
+from wire import SEED, shape
 from receiver.events import ACTIONS, CHART_ACTIONS, Repository, Resource, event_class
 from receiver.schemas import UnknownAction, ValidationError, dump_event, load_event
 
-SEED = json.loads((HERE / "data" / "seed_push.json").read_text())
-
-
-def shape(value):
-    """Keys in order and value types, recursively: what 'the same wire format' means."""
-    if isinstance(value, dict):
-        return [(k, shape(v)) for k, v in value.items()]
-    if isinstance(value, list):
-        return [shape(v) for v in value]
-    return type(value).__name__
 
 
 def test_seed_loads_into_typed_event():

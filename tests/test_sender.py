@@ -7,16 +7,13 @@ import time
 
 import pytest
 
-from conftest import HERE
+from wire import SEED, shape
 from receiver.rules import TriggerRule
 from receiver.schemas import load_event
 from receiver.sender import Sender
 from receiver.store import Store
 from receiver.testing import make_event
 from servers import Target
-
-SEED = json.loads((HERE / "data" / "seed_push.json").read_text())
-
 
 @pytest.fixture()
 def store(tmp_path):
@@ -26,14 +23,6 @@ def store(tmp_path):
 
 def sender(store, **kwargs):
     return Sender(store, **{"backoff": 0.01, "timeout": 2.0, **kwargs})
-
-
-def shape(value):
-    if isinstance(value, dict):
-        return [(k, shape(v)) for k, v in value.items()]
-    if isinstance(value, list):
-        return [shape(v) for v in value]
-    return type(value).__name__
 
 
 def test_body_on_the_wire_matches_the_seed(store):
