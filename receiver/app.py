@@ -212,6 +212,6 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
-        return jsonify(error=exc.description, status=exc.code), exc.code or 500
+        return jsonify(error=exc.description), exc.code or 500
 
     return app

@@ -25,6 +25,15 @@ def is_header_name(name: str) -> bool:
     return bool(name) and all(c in _TOKEN for c in name)
 
 
+_NOT_JSON = object()
+
+
+def _json_kind(value: t.Any) -> str:
+    return {str: "string", list: "array", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
+
+
 def parse_auth_headers(setting: t.Any) -> dict[str, tuple[bytes, ...]]:
     """Normalise ``RECEIVER_AUTH_HEADERS``: header name to one value or a list of values.
 
@@ -37,14 +46,12 @@ def parse_auth_headers(setting: t.Any) -> dict[str, tuple[bytes, ...]]:
         try:
             setting = json.loads(setting)
         except ValueError:
-            raise AuthConfigError(
-                "RECEIVER_AUTH_HEADERS must be a JSON object such as "
-                '{"Authentication": "value"}; it is not valid JSON'
-            ) from None
+            setting = _NOT_JSON
     if not isinstance(setting, t.Mapping):
+        what = "text that is not JSON" if setting is _NOT_JSON else f"a JSON {_json_kind(setting)}"
         raise AuthConfigError(
-            "RECEIVER_AUTH_HEADERS must be an object mapping header names to a value "
-            f"or a list of values, not {type(setting).__name__}"
+            "RECEIVER_AUTH_HEADERS must be a JSON object mapping header names to a value or a "
+            f'list of values, such as {{"Authentication": "value"}}; got {what}'
         )
     out: dict[str, tuple[bytes, ...]] = {}
     for name, values in setting.items():

@@ -7,8 +7,10 @@ Every mistake a user can make ends with one line on stderr and exit status 2.
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import sys
+import threading
 import typing as t
 
 import click
@@ -33,14 +35,28 @@ class UserError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived; raised in the main thread so that deliveries close their rows."""
+
+
+def _on_sigterm(signum: int, frame: t.Any) -> None:
+    raise _Terminated()
+
+
 class _Group(click.Group):
     """A group whose usage errors are one line on stderr, exit status 2, like ours."""
 
     def main(self, *args: t.Any, standalone_mode: bool = True, **kwargs: t.Any) -> t.Any:
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
+            sys.exit(2)
         except click.UsageError as exc:
             where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
             click.echo(f"error: {where}{exc.format_message()} (see --help)", err=True)
@@ -51,6 +67,15 @@ class _Group(click.Group):
         except click.Abort:
             click.echo("aborted", err=True)
             sys.exit(1)
+        except _Terminated:
+            click.echo("terminated", err=True)
+            sys.exit(143)
+        except sqlite3.Error as exc:
+            click.echo(f"error: the store failed: {exc}", err=True)
+            sys.exit(1)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         sys.exit(result if isinstance(result, int) else 0)
 
 
@@ -456,7 +481,13 @@ def redeliver(ctx: click.Context, task_id: int, headers: tuple[str, ...], timeou
 @click.pass_context
 def logs(ctx: click.Context, rule: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """Show the trigger log, newest first, for every rule or for RULE."""
-    rows = _store(ctx).list_deliveries(rule=rule, status=status, limit=limit)
+    store = _store(ctx)
+    rows = store.list_deliveries(rule=rule, status=status, limit=limit)
+    if rule is not None and not rows:
+        try:
+            store.get_rule(rule)
+        except NotFound:
+            raise UserError(f"no rule named {rule!r}, and no trigger log for one") from None
     if as_json:
         emit_json([d.to_dict() for d in rows])
         return

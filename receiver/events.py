@@ -7,6 +7,7 @@ marshmallow; :mod:`receiver.schemas` maps the wire format onto these classes.
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 import typing as t
 from datetime import datetime, timezone
@@ -165,6 +166,13 @@ def event_class(action: str) -> type[Event]:
     return _CLASSES[action]
 
 
+# The OCI distribution names that build_event accepts.
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_TAG = re.compile(r"\w[\w.-]{0,127}", re.ASCII)
+_VERSION = re.compile(r"\w[\w.+-]{0,127}", re.ASCII)  # chart versions are SemVer: '+' allowed
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
+
+
 def build_event(
     action: str,
     full_name: str,
@@ -188,10 +196,26 @@ def build_event(
     if cls is None:
         raise ValueError(f"unknown action {action!r}; expected one of: {', '.join(ACTIONS)}")
     namespace, sep, name = full_name.partition("/")
-    if not sep or not namespace or not name or name.startswith("/") or name.endswith("/"):
+    if not sep or not namespace or not name:
         raise ValueError(f"repository must be 'namespace/name', got {full_name!r}")
-    now = (occurred_at or datetime.now(timezone.utc)).replace(microsecond=0)
+    for component in full_name.split("/"):
+        if not _COMPONENT.fullmatch(component):
+            raise ValueError(
+                f"repository {full_name!r} is not a valid name: each '/'-separated part is "
+                "lower-case letters and digits, joined by '.', '_', '__' or '-'"
+            )
     chart = action in CHART_ACTIONS
+    tag_re = _VERSION if chart else _TAG
+    for tag in tags:
+        if not tag_re.fullmatch(tag):
+            what = "chart version" if chart else "tag"
+            raise ValueError(
+                f"{what} {tag!r} is not valid: letters, digits, '_', '.', '-'"
+                + (", '+'" if chart else "") + ", at most 128, not starting with '.' or '-'"
+            )
+    if not _HOST.fullmatch(host):
+        raise ValueError(f"host {host!r} is not a valid registry host[:port]")
+    now = (occurred_at or datetime.now(timezone.utc)).replace(microsecond=0)
     resources = []
     for tag in tags:
         if chart:

@@ -25,6 +25,9 @@ __all__ = [
 #: The most alternatives one pattern may expand to; ``{a,b}{c,d}`` expands to four.
 MAX_ALTERNATIVES = 1024
 
+#: How deep ``{...}`` may nest.
+MAX_DEPTH = 16
+
 #: How many compiled patterns the module keeps; past this the cache starts again.
 CACHE_SIZE = 65536
 
@@ -96,6 +99,8 @@ class _Parser:
 
     def alternatives(self, depth: int) -> list[_Seq]:
         opened = self.pos
+        if depth > MAX_DEPTH:
+            raise self.error(f"braces nested deeper than {MAX_DEPTH}", opened)
         self.pos += 1  # the "{"
         alts = []
         while True:

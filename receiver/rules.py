@@ -40,6 +40,8 @@ def validate_url(url: str) -> str:
         raise RuleError("url: a target URL is required")
     if any(c.isspace() for c in url):
         raise RuleError(f"url: {url!r} contains white space")
+    if not url.isascii():
+        raise RuleError(f"url: {url!r} must be ASCII (write an international host name in punycode)")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises ValueError for a bad port)
@@ -67,10 +69,21 @@ def parse_header(text: str) -> tuple[str, str]:
 
 
 def _check_header(key: str, value: str) -> tuple[str, str]:
+    """A header that HTTP can carry: a token name, and a value of visible Latin-1 text.
+
+    Messages name the header and what is wrong, never the value, which may be a secret.
+    """
     if not is_header_name(key):
         raise RuleError(f"header name {key!r} is not a valid HTTP header name")
-    if not isinstance(value, str) or "\r" in value or "\n" in value or "\0" in value:
-        raise RuleError(f"header {key!r}: the value may not contain CR, LF or NUL")
+    if not isinstance(value, str) or not value:
+        raise RuleError(f"header {key!r} has an empty value")
+    for c in value:
+        if c in "\r\n\0":
+            raise RuleError(f"header {key!r}: the value may not contain CR, LF or NUL")
+        if ord(c) > 0xFF:
+            raise RuleError(f"header {key!r}: the value must be Latin-1 text (ASCII is safest)")
+        if (ord(c) < 0x20 and c != "\t") or 0x7F <= ord(c) < 0xA0:
+            raise RuleError(f"header {key!r}: the value may not contain control characters")
     return key, value
 
 

@@ -67,11 +67,11 @@ class UnixTime(fields.Field):
     def _deserialize(self, value: t.Any, attr: str | None, data: t.Any, **kwargs: t.Any) -> datetime:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.make_error("invalid")
-        if isinstance(value, float) and not math.isfinite(value):
+        if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
             raise self.make_error("invalid")
         if not 0 <= value <= _MAX_SECONDS:
             raise self.make_error("range")
-        return datetime.fromtimestamp(value, tz=timezone.utc)
+        return datetime.fromtimestamp(int(value), tz=timezone.utc)
 
 
 def is_digest(value: str) -> bool:

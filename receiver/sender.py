@@ -11,7 +11,7 @@ import concurrent.futures
 import json
 import logging
 import random
-import time
+import threading
 import typing as t
 
 import urllib3
@@ -28,6 +28,8 @@ log = logging.getLogger("receiver.sender")
 DEFAULT_TIMEOUT = 3.0  # seconds per attempt, as Harbor
 DEFAULT_ATTEMPTS = 3  # as Harbor 2.x
 DEFAULT_BACKOFF = 0.5  # seconds before the second attempt; doubles, plus up to 50% jitter
+
+_INTERRUPTED = "interrupted before a final answer"
 
 #: 4xx answers worth retrying; any other 4xx (and 3xx) is final.
 _RETRYABLE_4XX = frozenset({408, 429})
@@ -128,31 +130,45 @@ class Sender:
         return self._finish(started)
 
     def _finish(self, started: list[tuple[Delivery, tuple[tuple[str, str], ...]]]) -> list[Delivery]:
-        """Run each started delivery to its end; whatever happens, no row stays pending."""
+        """Run each started delivery to its end; whatever happens, no row stays pending.
+
+        If the caller is interrupted (Ctrl-C, SIGTERM), deliveries in other threads stop
+        after their attempt in flight, without retrying, and end ``failed``.
+        """
         results: dict[int, Delivery] = {}
+        stop = threading.Event()
         try:
             if len(started) == 1:
                 d, headers = started[0]
-                results[d.task_id] = self._deliver(d, headers)
+                results[d.task_id] = self._deliver(d, headers, stop)
             elif started:
                 workers = min(self.max_workers, len(started))
-                with concurrent.futures.ThreadPoolExecutor(workers, "receiver-send") as pool:
-                    futures = {pool.submit(self._deliver, d, h): d for d, h in started}
+                pool = concurrent.futures.ThreadPoolExecutor(workers, "receiver-send")
+                try:
+                    futures = {pool.submit(self._deliver, d, h, stop): d for d, h in started}
                     for future in concurrent.futures.as_completed(futures):
                         results[futures[future].task_id] = future.result()
+                except BaseException:
+                    stop.set()
+                    raise
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)
         finally:
-            # Interrupted (Ctrl-C) or broken: close the rows that did not finish.
             for d, _ in started:
                 if d.task_id not in results:
                     current = self.store.get_delivery(d.task_id)
                     if current.status == "pending":
-                        self.store.update_delivery(
-                            current, status="failed", http_status=current.http_status,
-                            attempts=current.attempts, error="interrupted before a final answer",
-                        )
+                        self._close(current, current.http_status, current.attempts, _INTERRUPTED)
         return [results[d.task_id] for d, _ in started]
 
-    def _deliver(self, delivery: Delivery, headers: tuple[tuple[str, str], ...]) -> Delivery:
+    def _close(self, delivery: Delivery, status: int | None, attempts: int, error: str) -> Delivery:
+        return self.store.update_delivery(
+            delivery, status="failed", http_status=status, attempts=attempts, error=error
+        )
+
+    def _deliver(
+        self, delivery: Delivery, headers: tuple[tuple[str, str], ...], stop: threading.Event
+    ) -> Delivery:
         request_headers = urllib3.HTTPHeaderDict()
         request_headers["Content-Type"] = "application/json"
         request_headers["User-Agent"] = "receiver-sender"
@@ -161,6 +177,8 @@ class Sender:
         body = delivery.body.encode("utf-8")
         timeout = urllib3.Timeout(total=self.timeout)
         for attempt in range(1, self.attempts + 1):
+            if stop.is_set():
+                return self._close(delivery, delivery.http_status, attempt - 1, _INTERRUPTED)
             status, error, retry = self._attempt(delivery.url, body, request_headers, timeout)
             final = status is not None and 200 <= status < 300 or not retry or attempt == self.attempts
             outcome = "success" if status is not None and 200 <= status < 300 else (
@@ -176,7 +194,7 @@ class Sender:
             )
             if final:
                 return delivery
-            time.sleep(self._delay(attempt))
+            stop.wait(self._delay(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(

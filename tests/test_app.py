@@ -52,7 +52,7 @@ def test_handler_modules_are_imported(monkeypatch, tmp_path):
     ({"RECEIVER_PATH": "webhook"}, "RECEIVER_PATH must start with '/'"),
     ({"RECEIVER_MAX_BODY": "lots"}, "RECEIVER_MAX_BODY must be a positive number of bytes"),
     ({"RECEIVER_MAX_BODY": 0}, "RECEIVER_MAX_BODY must be a positive number of bytes"),
-    ({"RECEIVER_AUTH_HEADERS": '{"A": "topsecret"'}, "not valid JSON"),
+    ({"RECEIVER_AUTH_HEADERS": '{"A": "topsecret"'}, "got text that is not JSON"),
 ])
 def test_bad_settings_fail_at_start_with_the_setting_named(config, message):
     """A wrong setting stops start-up with a message naming it, and no secret."""

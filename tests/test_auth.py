@@ -14,8 +14,9 @@ def test_parse_json_text_and_lists():
 
 
 @pytest.mark.parametrize("setting, message", [
-    ("not json", "not valid JSON"),
-    ('["a"]', "must be an object"),
+    ("not json", "got text that is not JSON"),
+    ('["a"]', "got a JSON array"),
+    ('"s3cret"', "got a JSON string"),
     ({"bad name": "x"}, "'bad name' is not a valid header name"),
     ({"A": []}, "needs a value or a non-empty list"),
     ({"A": ""}, "must be a non-empty string"),
@@ -27,7 +28,7 @@ def test_bad_settings_are_explained_without_the_secret(setting, message):
     with pytest.raises(AuthConfigError) as info:
         parse_auth_headers(setting)
     assert message in str(info.value)
-    assert "x\r\nB" not in str(info.value)
+    assert "x\r\nB" not in str(info.value) and "s3cret" not in str(info.value)
 
 
 def test_check():

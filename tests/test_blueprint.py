@@ -344,7 +344,8 @@ def test_healthz(client):
 def test_wrong_method_is_json_405(client):
     """A GET on the webhook path gets a JSON 405."""
     resp = client.get("/webhook")
-    assert resp.status_code == 405 and resp.get_json()["status"] == 405
+    assert resp.status_code == 405
+    assert resp.get_json() == {"error": "The method is not allowed for the requested URL."}
 
 
 # --- fuzz --------------------------------------------------------------------------------

@@ -82,6 +82,14 @@ def test_rules_lifecycle(cli):
       id="chart-digest"),
     R(["send", "pushImage", "a/b:v1", "--url", "gopher://x"], "error: url: 'gopher://x' must start", id="send-bad-url"),
     R(["logs", "--status", "weird"], "error: receiver logs: Invalid value for '--status'", id="bad-status"),
+    R(["logs", "nope"], "error: no rule named 'nope', and no trigger log for one", id="logs-unknown-rule"),
+    R(["emit", "pushImage", "prod/app:v1:v2"], "error: repository 'prod/app:v1' is not a valid name", id="two-colons"),
+    R(["emit", "pushImage", "Prod/App:V1"], "error: repository 'Prod/App' is not a valid name", id="upper-case"),
+    R(["emit", "pushImage", "prod/app:v 1"], "error: tag 'v 1' is not valid", id="tag-space"),
+    R(["emit", "pushImage", "prod/app@sha256:abc"], "error: repository 'prod/app@sha256' is not", id="digest-ref"),
+    R(["emit", "pushImage", "prod/app:v1", "--host", "my host/x"], "error: host 'my host/x' is not", id="bad-host"),
+    R(["rules", "create", "x", "--url", "http://h/", "--header", "Authentication: \u20acuro"],
+      "error: header 'Authentication': the value must be Latin-1 text", id="non-latin1-header"),
 ])
 def test_every_mistake_is_one_line_and_exit_2(cli, args, message):
     """Each mistake prints one clear line on stderr and exits 2, with no traceback."""
@@ -145,22 +153,33 @@ def test_failed_delivery_exits_1_and_is_logged(cli):
     assert (row["status"], row["http_status"], row["error"]) == ("failed", 401, "HTTP 401")
 
 
-def test_ctrl_c_leaves_no_pending_row(tmp_path):
-    """Interrupting `receiver emit` while a target hangs closes the row as failed."""
+@pytest.mark.parametrize("sig, code, message", [
+    R(signal.SIGINT, 1, "aborted", id="ctrl-c"),
+    R(signal.SIGTERM, 143, "terminated", id="sigterm"),
+])
+def test_interrupting_emit_leaves_no_pending_row(tmp_path, sig, code, message):
+    """Ctrl-C or SIGTERM while two targets hang ends the command within a timeout, and
+    every row is closed as failed, not left pending and not retried."""
     env = {**os.environ, "RECEIVER_DB": str(tmp_path / "r.db")}
-    with Target(hang=60) as target:
-        subprocess.run([sys.executable, "-m", "receiver", "rules", "create", "r", "--url", target.url],
-                       env=env, check=True, capture_output=True)
+    with Target(hang=60) as a, Target(hang=60) as b:
+        for name, target in (("a", a), ("b", b)):
+            subprocess.run([sys.executable, "-m", "receiver", "rules", "create", name, "--url",
+                            target.url], env=env, check=True, capture_output=True)
         proc = subprocess.Popen([sys.executable, "-m", "receiver", "emit", "pushImage", "ns/a:v1",
-                                 "--timeout", "30"], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                 "--timeout", "3", "--attempts", "5", "--backoff", "0"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 20
-        while not target.requests and time.monotonic() < deadline:
+        while not (a.requests and b.requests) and time.monotonic() < deadline:
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 1 and err.strip() == "aborted"
+        started = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - started
+        attempts = len(a.requests) + len(b.requests)
+    assert proc.returncode == code and err.strip() == message
+    assert attempts == 2  # nothing was retried after the signal
+    assert elapsed < 8  # at most the attempt in flight, not five
     logs = subprocess.run([sys.executable, "-m", "receiver", "logs", "--json"], env=env,
                           capture_output=True, text=True, check=True)
-    [row] = json.loads(logs.stdout)
-    assert (row["status"], row["error"]) == ("failed", "interrupted before a final answer")
+    rows = json.loads(logs.stdout)
+    assert [(r["status"], r["error"]) for r in rows] == [("failed", "interrupted before a final answer")] * 2

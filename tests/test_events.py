@@ -54,11 +54,33 @@ def test_build_event_times_are_aware_utc():
     ("pushimage", "a/b", "unknown action 'pushimage'"),
     ("pushImage", "ab", "repository must be 'namespace/name'"),
     ("pushImage", "/b", "repository must be 'namespace/name'"),
+    ("pushImage", "Prod/App", "'Prod/App' is not a valid name"),
+    ("pushImage", "prod/app:v1", "'prod/app:v1' is not a valid name"),
+    ("pushImage", "prod/app@sha256", "is not a valid name"),
+    ("pushImage", "prod//app", "is not a valid name"),
 ])
 def test_build_event_refuses_bad_input(action, name, message):
     """Unknown actions and names without a namespace are refused with a clear message."""
     with pytest.raises(ValueError, match=message):
         build_event(action, name)
+
+
+@pytest.mark.parametrize("action, tag, host, message", [
+    ("pushImage", "v 1", "h", "tag 'v 1' is not valid"),
+    ("pushImage", "v1;rm", "h", "tag 'v1;rm' is not valid"),
+    ("pushImage", "-v1", "h", "tag '-v1' is not valid"),
+    ("pushImage", "1.0+b", "h", "tag '1.0+b' is not valid"),
+    ("pushImage", "v1", "my host/evil", "host 'my host/evil' is not a valid registry host"),
+])
+def test_build_event_refuses_bad_tags_and_hosts(action, tag, host, message):
+    """Tags and hosts follow the registry's grammar."""
+    with pytest.raises(ValueError, match=message.replace("+", r"\+")):
+        build_event(action, "ns/app", [tag], host=host)
+
+
+def test_chart_versions_may_carry_build_metadata():
+    """A chart version is SemVer, so '+' is allowed there."""
+    assert build_event("uploadChart", "charts/web", ["1.0.0+build.5"]).tags == ("1.0.0+build.5",)
 
 
 def test_with_resources_keeps_the_type():

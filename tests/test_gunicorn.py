@@ -124,3 +124,20 @@ def test_chunked_bodies(tmp_path, seed_body):
         host, port = url.removeprefix("http://").split(":")
         assert send([seed_body[:100], seed_body[100:]]) == (200, {"action": "pushImage", "handlers": 0})
         assert send([b" " * 600] * 4) == (413, {"error": "body is larger than the limit of 1000 bytes"})
+
+
+def test_bad_setting_stops_gunicorn_with_one_line(tmp_path):
+    """A wrong RECEIVER_* setting stops gunicorn (exit 3) with one clear line, no traceback."""
+    import subprocess
+    import sys
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")},
+           "RECEIVER_MAX_BODY": "lots", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "wsgi:app", "-b", "127.0.0.1:0", "--chdir", str(ROOT)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 3
+    assert ("receiver: configuration error: RECEIVER_MAX_BODY must be a positive number of bytes,"
+            " got 'lots'") in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -100,6 +100,7 @@ def test_tag_pattern_keeps_leading_slash_literal() -> None:
         R("v[0-9", "unclosed '[' at position 1 in 'v[0-9'", id="unclosed-class"),
         R("[z-a]", "reversed range 'z-a' at position 1 in '[z-a]'", id="reversed-range"),
         R("{a,b}" * 11, "too many alternatives (more than 1024)", id="too-many-alternatives"),
+        R("{" * 500 + "a" + "}" * 500, "braces nested deeper than 16 at position 16", id="deep-nesting"),
     ],
 )
 def test_malformed_patterns(pattern: str, message: str) -> None:

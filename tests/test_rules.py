@@ -35,6 +35,10 @@ def test_defaults_are_the_consoles():
     R({"headers": (("Bad Key", "x"),)}, "not a valid HTTP header name", id="bad-header-name"),
     R({"headers": (("X-A", "a\r\nInjected: 1"),)}, "may not contain CR, LF", id="header-crlf"),
     R({"namespace": "a/b"}, "a namespace has no '/'", id="namespace-slash"),
+    R({"headers": (("Authentication", "\u20acuro"),)}, "must be Latin-1 text", id="header-not-latin1"),
+    R({"headers": (("K", "a\x01b"),)}, "control characters", id="header-control"),
+    R({"headers": (("K", ""),)}, "has an empty value", id="header-empty"),
+    R({"url": "http://b\u00fccher.example/"}, "must be ASCII", id="idn-url"),
 ])
 def test_invalid_rules_are_refused_at_creation(fields, message):
     """Every field is checked when the rule is made, with a message naming the field."""

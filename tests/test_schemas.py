@@ -53,6 +53,11 @@ def test_dump_keeps_every_key_when_values_are_absent():
     assert list(dumped["event_data"]["resources"][0]) == ["digest", "tag", "resource_url"]
 
 
+def test_whole_seconds_as_float_are_accepted():
+    """1589106605.0 is the same time as 1589106605."""
+    assert load_event({**SEED, "occur_at": 1589106605.0}) == load_event(SEED)
+
+
 def test_unknown_keys_are_ignored():
     """New keys from a newer registry are ignored, at every level."""
     body = json.loads(json.dumps(SEED))
@@ -69,7 +74,7 @@ def test_unknown_type_raises_unknown_action():
     assert info.value.action == "projectQuota"
 
 
-@pytest.mark.parametrize("occur_at", [True, "1", -1, 10**12, float("inf")])
+@pytest.mark.parametrize("occur_at", [True, "1", -1, 10**12, float("inf"), 1.5])
 def test_bad_times_are_refused(occur_at):
     """Times must be Unix seconds within datetime's range; booleans are not numbers."""
     with pytest.raises(ValidationError) as info:
