@@ -15,7 +15,7 @@ import typing as t
 from flask import Blueprint, Request, Response, current_app, request
 
 from . import signals
-from .dispatch import dispatch
+from .dispatch import dispatch, send_isolated
 from .schemas import UnknownAction, ValidationError, load_event
 
 if t.TYPE_CHECKING:
@@ -31,9 +31,12 @@ def _reject_constant(name: str) -> t.NoReturn:
 
 
 def _json(payload: t.Any, status: int) -> Response:
-    return Response(
-        json.dumps(payload, ensure_ascii=False), status=status, mimetype="application/json"
-    )
+    # ASCII escapes: a lone surrogate from the request ("\ud800") cannot be encoded as UTF-8.
+    return Response(json.dumps(payload), status=status, mimetype="application/json")
+
+
+class _LengthRequired(Exception):
+    """A chunked body that the WSGI server does not terminate for us."""
 
 
 def _read_body(req: Request, limit: int) -> bytes | None:
@@ -43,6 +46,8 @@ def _read_body(req: Request, limit: int) -> bytes | None:
         return None if length > limit else req.get_data(cache=False)
     environ = req.environ
     if not environ.get("wsgi.input_terminated"):
+        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            raise _LengthRequired()
         return b""  # no length and no end the server vouches for: there is no body to read
     # Chunked: read to the end ourselves. (Werkzeug's max_content_length would cut such a
     # body at the limit without an error, turning "too large" into "malformed".)
@@ -66,14 +71,18 @@ def webhook() -> Response:
     state: ReceiverState = app.extensions["receiver"]
 
     def reject(status: int, reason: str, **extra: t.Any) -> Response:
-        signals.request_rejected.send(app, status=status, reason=reason)
+        send_isolated(signals.request_rejected, app, status=status, reason=reason)
         log.warning(
             "rejected status=%d reason=%s duration=%.1fms",
             status, reason, (time.perf_counter() - started) * 1e3,
         )
         return _json({"error": reason, **extra}, status)
 
-    body = _read_body(req, state.max_body)
+    try:
+        body = _read_body(req, state.max_body)
+    except _LengthRequired:
+        return reject(411, "chunked body without Content-Length: this server cannot read it; "
+                      "send Content-Length or run under gunicorn")
     if body is None:
         return reject(413, f"body is larger than the limit of {state.max_body} bytes")
     if not body.strip():
@@ -105,7 +114,7 @@ def webhook() -> Response:
     try:
         event = load_event(data)
     except UnknownAction as unknown:
-        signals.event_ignored.send(app, action=unknown.action, data=unknown.data)
+        send_isolated(signals.event_ignored, app, action=unknown.action, data=unknown.data)
         log.info(
             "ignored type=%s status=202 duration=%.1fms",
             unknown.action, (time.perf_counter() - started) * 1e3,

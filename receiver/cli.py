@@ -251,7 +251,7 @@ def _set_enabled(ctx: click.Context, name: str, enabled: bool) -> None:
     store = _store(ctx)
     try:
         store.save_rule(store.get_rule(name).replace(enabled=enabled))
-    except NotFound as exc:
+    except (NotFound, RuleError) as exc:
         raise UserError(str(exc)) from None
     click.echo(f"{'enabled' if enabled else 'disabled'} rule {name}")
 
@@ -453,7 +453,7 @@ def send(ctx: click.Context, action: str, ref: str, url: str, headers: tuple[str
 
 
 @main.command()
-@click.argument("task_id", type=int)
+@click.argument("task_id", type=click.IntRange(1, 2**63 - 1))
 @click.option("--header", "headers", multiple=True, metavar="'KEY: VALUE'",
               help="Headers for a task sent without a rule (their values are never logged).")
 @_sender_options
@@ -475,7 +475,7 @@ def redeliver(ctx: click.Context, task_id: int, headers: tuple[str, ...], timeou
 @main.command()
 @click.argument("rule", required=False)
 @click.option("--status", type=click.Choice(STATUSES), help="Only rows with this status.")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--limit", type=click.IntRange(1, 2**63 - 1), default=20, show_default=True,
               help="At most this many rows, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON, bodies included.")
 @click.pass_context

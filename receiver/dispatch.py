@@ -15,7 +15,7 @@ from . import signals
 from .events import ACTIONS, Event
 from .matcher import repository_fullmatch, tag_fullmatch
 
-__all__ = ["Handler", "Outcome", "dispatch", "off", "on"]
+__all__ = ["Handler", "Outcome", "dispatch", "off", "on", "send_isolated"]
 
 log = logging.getLogger("receiver")
 
@@ -96,6 +96,7 @@ def on(
     :raises PatternError: a malformed pattern.
     """
     actions = (action_or_actions,) if isinstance(action_or_actions, str) else tuple(action_or_actions)
+    namespace = namespace or None  # "" means every namespace, as in a trigger rule
     if not actions:
         raise ValueError("on() needs at least one action")
     for action in actions:
@@ -152,13 +153,13 @@ def _call_each(signal: t.Any, sender: t.Any, event: Event, outcome: Outcome, cou
                 "handler %s failed on %s %s", describe(fn), event.action,
                 event.repository.full_name, exc_info=exc,
             )
-            _send_isolated(signals.handler_failed, sender, handler=fn, event=event, exception=exc)
+            send_isolated(signals.handler_failed, sender, handler=fn, event=event, exception=exc)
         else:
             if result is not SKIPPED:
                 outcome.ran += count
 
 
-def _send_isolated(signal: t.Any, sender: t.Any, **kwargs: t.Any) -> None:
+def send_isolated(signal: t.Any, sender: t.Any, **kwargs: t.Any) -> None:
     """Send an observation signal; a failing observer is logged, never raised."""
     for receiver in list(signal.receivers_for(sender)):
         try:

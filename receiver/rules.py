@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_ACTIONS",
     "RuleError",
     "TriggerRule",
+    "check_header",
     "parse_header",
     "validate_url",
 ]
@@ -34,25 +35,38 @@ class RuleError(ValueError):
     """A rule, or a value for one, is invalid; the message names the field and the problem."""
 
 
+def _shown(url: str) -> str:
+    """*url* for a message: whatever stands between '//' and '@' may be a password."""
+    scheme, sep, rest = url.partition("//")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if sep and "@" in authority:
+        rest = "***@" + rest.split("@", 1)[1]
+    return repr(scheme + sep + rest)
+
+
 def validate_url(url: str) -> str:
-    """Return *url* if it is an absolute http(s) URL fit for a delivery, else raise RuleError."""
+    """Return *url* if it is an absolute http(s) URL fit for a delivery, else raise RuleError.
+
+    Messages never show credentials written into the URL.
+    """
     if not isinstance(url, str) or not url:
         raise RuleError("url: a target URL is required")
+    shown = _shown(url)
+    if shown != repr(url):
+        raise RuleError("url: credentials in the URL are not allowed; send them in a --header")
     if any(c.isspace() for c in url):
-        raise RuleError(f"url: {url!r} contains white space")
+        raise RuleError(f"url: {shown} contains white space")
     if not url.isascii():
-        raise RuleError(f"url: {url!r} must be ASCII (write an international host name in punycode)")
+        raise RuleError(f"url: {shown} must be ASCII (write an international host name in punycode)")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises ValueError for a bad port)
     except ValueError as exc:
-        raise RuleError(f"url: {url!r} is not a valid URL ({exc})") from None
+        raise RuleError(f"url: {shown} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https"):
-        raise RuleError(f"url: {url!r} must start with http:// or https://")
+        raise RuleError(f"url: {shown} must start with http:// or https://")
     if not parts.hostname:
-        raise RuleError(f"url: {url!r} has no host")
-    if parts.username is not None or parts.password is not None:
-        raise RuleError("url: credentials in the URL are not allowed; send them in a --header")
+        raise RuleError(f"url: {shown} has no host")
     return url
 
 
@@ -65,16 +79,20 @@ def parse_header(text: str) -> tuple[str, str]:
         raise RuleError("a header must be written 'Key: Value' (no ':' found)")
     if not key:
         raise RuleError("a header must be written 'Key: Value' (the name before ':' is empty)")
-    return _check_header(key, value)
+    return check_header(key, value)
 
 
-def _check_header(key: str, value: str) -> tuple[str, str]:
+def check_header(key: str, value: str) -> tuple[str, str]:
     """A header that HTTP can carry: a token name, and a value of visible Latin-1 text.
 
     Messages name the header and what is wrong, never the value, which may be a secret.
     """
     if not is_header_name(key):
-        raise RuleError(f"header name {key!r} is not a valid HTTP header name")
+        # Not echoed: with a mistyped separator ('Authorization=Bearer x:y') it holds a secret.
+        raise RuleError(
+            "a header name must be an HTTP token (letters, digits and !#$%&'*+-.^_`|~), "
+            "written 'Key: Value'"
+        )
     if not isinstance(value, str) or not value:
         raise RuleError(f"header {key!r} has an empty value")
     for c in value:
@@ -139,7 +157,7 @@ class TriggerRule:
             except PatternError as exc:
                 raise RuleError(f"{field} pattern: {exc}") from None
         object.__setattr__(
-            self, "headers", tuple(_check_header(str(k), v) for k, v in self.headers)
+            self, "headers", tuple(check_header(str(k), v) for k, v in self.headers)
         )
         object.__setattr__(self, "description", str(self.description or ""))
         object.__setattr__(self, "enabled", bool(self.enabled))

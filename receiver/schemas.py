@@ -250,18 +250,24 @@ def _fast_dump(event: Event) -> dict[str, t.Any]:
         "occur_at": int(event.occurred_at.timestamp()),
         "event_data": {
             "resources": [
-                {"digest": r.digest, "tag": r.tag, "resource_url": r.url} for r in event.resources
+                {"digest": _text(r.digest), "tag": _text(r.tag), "resource_url": _text(r.url)}
+                for r in event.resources
             ],
             "repository": {
                 "date_created": None if created is None else int(created.timestamp()),
-                "name": repo.name,
-                "namespace": repo.namespace,
-                "repo_full_name": repo.full_name,
-                "repo_type": repo.type,
+                "name": _text(repo.name),
+                "namespace": _text(repo.namespace),
+                "repo_full_name": _text(repo.full_name),
+                "repo_type": _text(repo.type),
             },
         },
-        "operator": event.operator,
+        "operator": _text(event.operator),
     }
+
+
+def _text(value: t.Any) -> str | None:
+    """As marshmallow's String field dumps: ``None`` stays, anything else becomes ``str``."""
+    return value if value is None or type(value) is str else str(value)
 
 
 def dump_event(event: Event) -> dict[str, t.Any]:

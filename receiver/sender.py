@@ -17,7 +17,7 @@ import typing as t
 import urllib3
 
 from .events import Event
-from .rules import TriggerRule, validate_url
+from .rules import TriggerRule, check_header, validate_url
 from .schemas import dump_event
 from .store import Delivery, NotFound, Store
 
@@ -89,7 +89,7 @@ class Sender:
     def send(self, event: Event, url: str, headers: t.Sequence[tuple[str, str]] = ()) -> Delivery:
         """One delivery of *event* to *url*, with no rule; logged with an empty rule."""
         validate_url(url)
-        return self._run([(None, url, tuple(headers), event)])[0]
+        return self._run([(None, url, _checked(headers), event)])[0]
 
     def redeliver(self, task_id: int, headers: t.Sequence[tuple[str, str]] | None = None) -> Delivery:
         """Send a logged delivery's body again, as a new row.
@@ -110,7 +110,7 @@ class Sender:
                 ) from None
             url, hdrs = rule.url, rule.headers
         else:
-            url, hdrs = old.url, tuple(headers or ())
+            url, hdrs = old.url, _checked(headers or ())
         pending = self.store.start_delivery(
             rule=old.rule, action=old.action, repository=old.repository, tags=old.tags,
             url=url, body=old.body,
@@ -120,13 +120,17 @@ class Sender:
     # --- the machinery --------------------------------------------------------------------
 
     def _run(self, jobs: list[tuple[str | None, str, tuple[tuple[str, str], ...], Event]]) -> list[Delivery]:
-        started = []
-        for rule, url, headers, event in jobs:
-            pending = self.store.start_delivery(
-                rule=rule, action=event.action, repository=event.repository.full_name,
-                tags=event.tags, url=url, body=encode_body(event),
-            )
-            started.append((pending, headers))
+        started: list[tuple[Delivery, tuple[tuple[str, str], ...]]] = []
+        try:
+            for rule, url, headers, event in jobs:
+                pending = self.store.start_delivery(
+                    rule=rule, action=event.action, repository=event.repository.full_name,
+                    tags=event.tags, url=url, body=encode_body(event),
+                )
+                started.append((pending, headers))
+        except BaseException:
+            self._close_unfinished(started, {})
+            raise
         return self._finish(started)
 
     def _finish(self, started: list[tuple[Delivery, tuple[tuple[str, str], ...]]]) -> list[Delivery]:
@@ -154,12 +158,16 @@ class Sender:
                 finally:
                     pool.shutdown(wait=True, cancel_futures=True)
         finally:
-            for d, _ in started:
-                if d.task_id not in results:
-                    current = self.store.get_delivery(d.task_id)
-                    if current.status == "pending":
-                        self._close(current, current.http_status, current.attempts, _INTERRUPTED)
+            self._close_unfinished(started, results)
         return [results[d.task_id] for d, _ in started]
+
+    def _close_unfinished(self, started: list[tuple[Delivery, t.Any]], results: dict[int, Delivery]) -> None:
+        """Mark every started row that has no result and is still pending as failed."""
+        for d, _ in started:
+            if d.task_id not in results:
+                current = self.store.get_delivery(d.task_id)
+                if current.status == "pending":
+                    self._close(current, current.http_status, current.attempts, _INTERRUPTED)
 
     def _close(self, delivery: Delivery, status: int | None, attempts: int, error: str) -> Delivery:
         return self.store.update_delivery(
@@ -224,6 +232,11 @@ class Sender:
     def _delay(self, attempt: int) -> float:
         base = self.backoff * (2 ** (attempt - 1))
         return base + random.uniform(0, base / 2)
+
+
+def _checked(headers: t.Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Headers given in Python, held to the same rules as a trigger rule's."""
+    return tuple(check_header(key, value) for key, value in headers)
 
 
 def _short_error(exc: Exception) -> str:

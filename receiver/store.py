@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     rule        TEXT,
     action      TEXT NOT NULL,
     repository  TEXT NOT NULL,
-    tags        TEXT NOT NULL DEFAULT '',
+    tags        TEXT NOT NULL DEFAULT '[]',
     url         TEXT NOT NULL,
     status      TEXT NOT NULL,
     http_status INTEGER,
@@ -212,7 +212,7 @@ class Store:
         cur = self._write(
             "INSERT INTO deliveries (rule, action, repository, tags, url, status, attempts, body,"
             " created_at, updated_at) VALUES (?,?,?,?,?,'pending',0,?,?,?)",
-            (rule, action, repository, ",".join(tags), url, body, stamp, stamp),
+            (rule, action, repository, json.dumps(list(tags)), url, body, stamp, stamp),
         )
         return Delivery(
             task_id=t.cast(int, cur.lastrowid), rule=rule, action=action, repository=repository,
@@ -285,7 +285,7 @@ def _rule_from_row(row: sqlite3.Row) -> TriggerRule:
 def _delivery_from_row(row: sqlite3.Row) -> Delivery:
     return Delivery(
         task_id=row["task_id"], rule=row["rule"], action=row["action"],
-        repository=row["repository"], tags=tuple(filter(None, row["tags"].split(","))),
+        repository=row["repository"], tags=tuple(json.loads(row["tags"])),
         url=row["url"], status=row["status"], http_status=row["http_status"],
         attempts=row["attempts"], error=row["error"], body=row["body"],
         created_at=row["created_at"], updated_at=row["updated_at"],

@@ -14,21 +14,21 @@ def test_parse_json_text_and_lists():
 
 
 @pytest.mark.parametrize("setting, message", [
-    ("not json", "got text that is not JSON"),
-    ('["a"]', "got a JSON array"),
+    ('{"A": "s3cret"', "got text that is not JSON"),
+    ('["s3cret"]', "got a JSON array"),
     ('"s3cret"', "got a JSON string"),
-    ({"bad name": "x"}, "'bad name' is not a valid header name"),
+    ({"bad name": "s3cret"}, "'bad name' is not a valid header name"),
     ({"A": []}, "needs a value or a non-empty list"),
-    ({"A": ""}, "must be a non-empty string"),
+    ({"A": ["s3cret", ""]}, "must be a non-empty string"),
     ({"A": 5}, "needs a value or a non-empty list"),
-    ({"A": "x\r\nB: y"}, "contains CR or LF"),
+    ({"A": "s3cret\r\nB: y"}, "contains CR or LF"),
 ])
 def test_bad_settings_are_explained_without_the_secret(setting, message):
     """A malformed setting names the problem and never repeats a value."""
     with pytest.raises(AuthConfigError) as info:
         parse_auth_headers(setting)
     assert message in str(info.value)
-    assert "x\r\nB" not in str(info.value) and "s3cret" not in str(info.value)
+    assert "s3cret" not in str(info.value)
 
 
 def test_check():

@@ -216,6 +216,40 @@ def test_unknown_type_is_acknowledged_and_ignored(client):
     assert ignored == [(client.application, "scanningCompleted", body)]
 
 
+def test_lone_surrogate_in_type_is_not_a_500(client):
+    """A JSON string escape that is no character ("\\ud800") is answered, not a crash."""
+    resp = post(client, b'{"type": "\\ud800"}')
+    assert resp.status_code == 202
+    assert resp.get_json()["type"] == "\ud800"
+
+
+def test_failing_signal_observers_never_turn_bad_input_into_a_500(client, seed_body):
+    """A broken request_rejected or event_ignored receiver is logged, not a 500."""
+    def broken(sender, **extra):
+        raise RuntimeError("observer")
+
+    with signals.request_rejected.connected_to(broken), signals.event_ignored.connected_to(broken):
+        assert post(client, b"{").status_code == 400
+        assert post(client, {"type": "scanningCompleted"}).status_code == 202
+
+
+def test_chunked_body_the_server_cannot_read_is_411(client, seed_body):
+    """A chunked body under a server that does not end it for us is 411, not an empty ping."""
+    import io
+
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder(path="/webhook", method="POST", data=seed_body,
+                             headers={**AUTH, "Content-Type": "application/json"}).get_environ()
+    del environ["CONTENT_LENGTH"]
+    environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+    environ["wsgi.input"] = io.BytesIO(seed_body)
+    environ.pop("wsgi.input_terminated", None)
+    resp = client.open(environ)
+    assert resp.status_code == 411
+    assert "send Content-Length" in resp.get_json()["error"]
+
+
 def test_failing_handler_does_not_stop_others(client, seed_body, caplog):
     """One handler raising still runs the rest; the answer is 500 and handler_failed is sent."""
     ran, failures = [], []

@@ -86,8 +86,11 @@ def test_which_answers_are_retried(store, status, attempts):
     assert len(target.requests) == attempts
 
 
-def test_wrong_header_is_logged_failed(store):
-    """A receiver's 401 for a wrong secret is a failed row that does not hold the secret."""
+def test_wrong_header_is_logged_failed(store, caplog):
+    """A receiver's 401 for a wrong secret is a failed row; no log or row holds the secret."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
     from receiver import create_app
     from servers import free_port
     import threading
@@ -105,6 +108,8 @@ def test_wrong_header_is_logged_failed(store):
     assert (d.status, d.http_status, d.attempts) == ("failed", 401, 1)
     row = json.dumps(store.get_delivery(d.task_id).to_dict())
     assert "wrong-secret-value" not in row
+    assert f"delivery task={d.task_id} rule=r pushImage" in caplog.text
+    assert "wrong-secret-value" not in caplog.text
 
 
 def test_hanging_target_times_out(store):

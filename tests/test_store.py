@@ -50,7 +50,7 @@ def test_enabled_rules_follow_changes_from_other_connections(store, tmp_path):
 
 def test_trigger_log_rows(store):
     """Rows start pending, record each attempt, and list newest first with filters."""
-    d = store.start_delivery(rule="r", action="pushImage", repository="ns/app", tags=["v1", "v2"],
+    d = store.start_delivery(rule="r", action="pushImage", repository="ns/app", tags=["v1", "a,b"],
                              url=URL, body='{"type":"pushImage"}')
     assert d.status == "pending" and d.attempts == 0
     d = store.update_delivery(d, status="failed", http_status=500, attempts=3, error="HTTP 500")
@@ -61,7 +61,7 @@ def test_trigger_log_rows(store):
     assert store.list_deliveries(rule="r") == [d]
     assert store.list_deliveries(status="pending") == [e]
     assert store.list_deliveries(limit=1) == [store.get_delivery(e.task_id)]
-    assert d.to_dict()["tags"] == ["v1", "v2"] and d.to_dict()["body"] == {"type": "pushImage"}
+    assert d.to_dict()["tags"] == ["v1", "a,b"] and d.to_dict()["body"] == {"type": "pushImage"}
     with pytest.raises(NotFound, match="no delivery with task id 999"):
         store.get_delivery(999)
 
