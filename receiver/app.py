@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import signals
 from .auth import AuthConfigError, HeaderAuth, parse_auth_headers
-from .blueprint import bp
+from .blueprint import bp, printable
 
 __all__ = ["ConfigError", "Receiver", "ReceiverState", "create_app"]
 
@@ -166,12 +166,12 @@ def log_event(sender: t.Any, event: t.Any, **extra: t.Any) -> None:
     """The default handler when no ``RECEIVER_HANDLERS`` is set: one log line per event."""
     for resource in event.resources or (None,):
         if resource is None:
-            log.info("event %s %s (no resources)", event.action, event.repository.full_name)
+            log.info("event %s %s (no resources)", event.action, printable(event.repository.full_name))
             continue
         log.info(
             "event %s %s tag=%s digest=%s url=%s operator=%s",
-            event.action, event.repository.full_name, resource.tag or "-",
-            resource.digest or "-", resource.url, event.operator or "-",
+            event.action, printable(event.repository.full_name), printable(resource.tag or "-"),
+            resource.digest or "-", printable(resource.url), printable(event.operator or "-"),
         )
 
 

@@ -30,6 +30,13 @@ def _reject_constant(name: str) -> t.NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def printable(value: t.Any) -> str:
+    """*value* for a log line: as is when printable, else its repr, so that a newline in a
+    repository name or type cannot forge log lines."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
+
+
 def _json(payload: t.Any, status: int) -> Response:
     # ASCII escapes: a lone surrogate from the request ("\ud800") cannot be encoded as UTF-8.
     return Response(json.dumps(payload), status=status, mimetype="application/json")
@@ -117,7 +124,7 @@ def webhook() -> Response:
         send_isolated(signals.event_ignored, app, action=unknown.action, data=unknown.data)
         log.info(
             "ignored type=%s status=202 duration=%.1fms",
-            unknown.action, (time.perf_counter() - started) * 1e3,
+            printable(unknown.action), (time.perf_counter() - started) * 1e3,
         )
         return _json({"ignored": True, "type": unknown.action, "handlers": 0}, 202)
     except ValidationError as exc:
@@ -134,7 +141,8 @@ def webhook() -> Response:
         log.handle(log.makeRecord(
             log.name, level, __file__, 0,
             "%s %s tags=%s status=%d handlers=%d duration=%.1fms",
-            (event.action, event.repository.full_name, ",".join(event.tags) or "-",
+            (event.action, printable(event.repository.full_name),
+             printable(",".join(event.tags) or "-"),
              status, outcome.ran, (time.perf_counter() - started) * 1e3),
             None, "webhook",
         ))

@@ -346,6 +346,17 @@ def test_one_log_line_per_request(client, caplog):
     assert lines[0].endswith("ms")
 
 
+def test_log_lines_cannot_be_forged(client, caplog):
+    """Newlines in a repository name, tag or unknown type are escaped in the log."""
+    caplog.set_level(logging.INFO, logger="receiver")
+    body = make_body("pushImage", "ns/app", ["v1"])
+    body["event_data"]["repository"].update(name="app\nFORGED", repo_full_name="ns/app\nFORGED")
+    assert post(client, body).status_code == 200
+    assert post(client, {"type": "x\nFORGED"}).status_code == 202
+    assert not any(line.startswith("FORGED") for line in caplog.text.splitlines())
+    assert "'ns/app\\nFORGED'" in caplog.text
+
+
 def test_no_handler_module_logs_each_event(monkeypatch, caplog):
     """With no RECEIVER_HANDLERS, every event is logged, so the bare server is useful."""
     from receiver import create_app
