@@ -83,7 +83,8 @@ def parse_header(text: str) -> tuple[str, str]:
 
 
 def check_header(key: str, value: str) -> tuple[str, str]:
-    """A header that HTTP can carry: a token name, and a value of visible Latin-1 text.
+    """A header that HTTP can carry: a token name, and a value without control characters
+    (sent as UTF-8, which is how the receiver compares configured values).
 
     Messages name the header and what is wrong, never the value, which may be a secret.
     """
@@ -98,8 +99,6 @@ def check_header(key: str, value: str) -> tuple[str, str]:
     for c in value:
         if c in "\r\n\0":
             raise RuleError(f"header {key!r}: the value may not contain CR, LF or NUL")
-        if ord(c) > 0xFF:
-            raise RuleError(f"header {key!r}: the value must be Latin-1 text (ASCII is safest)")
         if (ord(c) < 0x20 and c != "\t") or 0x7F <= ord(c) < 0xA0:
             raise RuleError(f"header {key!r}: the value may not contain control characters")
     return key, value

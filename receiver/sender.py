@@ -8,13 +8,18 @@ Each delivery is a row in the trigger log from before its first attempt until it
 from __future__ import annotations
 
 import concurrent.futures
+import heapq
+import http.client
 import json
 import logging
 import random
+import socket
+import ssl
 import threading
+import time
 import typing as t
+from urllib.parse import urlsplit
 
-import urllib3
 
 from .events import Event
 from .rules import TriggerRule, check_header, validate_url
@@ -30,6 +35,8 @@ DEFAULT_ATTEMPTS = 3  # as Harbor 2.x
 DEFAULT_BACKOFF = 0.5  # seconds before the second attempt; doubles, plus up to 50% jitter
 
 _INTERRUPTED = "interrupted before a final answer"
+MAX_SECONDS = 3600.0  # the longest timeout or backoff accepted
+_MAX_ANSWER = 1 << 20  # read at most this much of an answer's body
 
 #: 4xx answers worth retrying; any other 4xx (and 3xx) is final.
 _RETRYABLE_4XX = frozenset({408, 429})
@@ -59,16 +66,16 @@ class Sender:
         backoff: float = DEFAULT_BACKOFF,
         max_workers: int = 8,
     ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
-        if timeout <= 0 or backoff < 0:
-            raise ValueError("timeout must be positive and backoff not negative")
+        if attempts < 1 or max_workers < 1:
+            raise ValueError("attempts and max_workers must be at least 1")
+        if not (0 < timeout <= MAX_SECONDS and 0 <= backoff <= MAX_SECONDS):
+            raise ValueError(f"timeout must be in (0, {MAX_SECONDS}] s and backoff in [0, {MAX_SECONDS}] s")
         self.store = store
         self.timeout = timeout
         self.attempts = attempts
         self.backoff = backoff
         self.max_workers = max_workers
-        self._http = urllib3.PoolManager(num_pools=32, maxsize=max_workers, retries=False)
+        self._watchdog = _Watchdog()
 
     # --- the public operations ------------------------------------------------------------
 
@@ -177,17 +184,12 @@ class Sender:
     def _deliver(
         self, delivery: Delivery, headers: tuple[tuple[str, str], ...], stop: threading.Event
     ) -> Delivery:
-        request_headers = urllib3.HTTPHeaderDict()
-        request_headers["Content-Type"] = "application/json"
-        request_headers["User-Agent"] = "receiver-sender"
-        for key, value in headers:
-            request_headers.add(key, value)
         body = delivery.body.encode("utf-8")
-        timeout = urllib3.Timeout(total=self.timeout)
+        target = _Target(delivery.url)
         for attempt in range(1, self.attempts + 1):
             if stop.is_set():
                 return self._close(delivery, delivery.http_status, attempt - 1, _INTERRUPTED)
-            status, error, retry = self._attempt(delivery.url, body, request_headers, timeout)
+            status, error, retry = self._attempt(target, body, headers)
             final = status is not None and 200 <= status < 300 or not retry or attempt == self.attempts
             outcome = "success" if status is not None and 200 <= status < 300 else (
                 "failed" if final else "pending")
@@ -206,21 +208,44 @@ class Sender:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(
-        self, url: str, body: bytes, headers: urllib3.HTTPHeaderDict, timeout: urllib3.Timeout
+        self, target: _Target, body: bytes, headers: t.Sequence[tuple[str, str]]
     ) -> tuple[int | None, str | None, bool]:
-        """One POST: (HTTP status or None, short error or None, whether to retry)."""
+        """One POST: (HTTP status or None, short error or None, whether to retry).
+
+        The timeout bounds the whole attempt, a target that answers one byte at a time
+        included: a watchdog shuts the socket down at the deadline.
+        """
+        conn = target.connection(self.timeout)
+        expired = threading.Event()
+
+        def abort() -> None:
+            expired.set()
+            sock = conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        token = self._watchdog.watch(time.monotonic() + self.timeout, abort)
         try:
-            resp = self._http.request(
-                "POST", url, body=body, headers=headers, timeout=timeout,
-                redirect=False, retries=False, preload_content=True,
-            )
-        except urllib3.exceptions.NewConnectionError as exc:  # a TimeoutError subclass, but not one
+            conn.putrequest("POST", target.path, skip_accept_encoding=True)
+            conn.putheader("Content-Type", "application/json")
+            conn.putheader("Content-Length", str(len(body)))
+            conn.putheader("User-Agent", "receiver-sender")
+            for key, value in headers:
+                conn.putheader(key, value.encode("utf-8"))  # as the receiver compares them
+            conn.endheaders(body)
+            resp = conn.getresponse()
+            resp.read(_MAX_ANSWER)
+            status = resp.status
+        except (OSError, http.client.HTTPException) as exc:
+            if expired.is_set() or isinstance(exc, TimeoutError):
+                return None, f"timed out after {self.timeout:g}s", True
             return None, _short_error(exc), True
-        except urllib3.exceptions.TimeoutError:
-            return None, f"timed out after {self.timeout:g}s", True
-        except urllib3.exceptions.HTTPError as exc:
-            return None, _short_error(exc), True
-        status = resp.status
+        finally:
+            self._watchdog.cancel(token)
+            conn.close()
         if 200 <= status < 300:
             return status, None, False
         if 300 <= status < 400:
@@ -239,13 +264,79 @@ def _checked(headers: t.Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...
     return tuple(check_header(key, value) for key, value in headers)
 
 
-def _short_error(exc: Exception) -> str:
-    """A one-line reason for a failed connection, without URLs' query strings or headers."""
-    reason = getattr(exc, "reason", None) or exc
-    text = str(reason)
-    for marker in ("Connection refused", "Name or service not known", "No route to host",
-                   "Connection reset", "Remote end closed connection"):
-        if marker in text:
-            return marker.lower()
-    text = text.split(": ", 1)[-1] if ": " in text else text
-    return (type(reason).__name__ + ": " + text)[:200]
+def _short_error(exc: BaseException) -> str:
+    """A one-line reason for a failed attempt; it never holds a header."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, socket.gaierror):
+        return "name or service not known"
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "closed the connection without an answer"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"[:200]
+    if isinstance(exc, http.client.HTTPException):
+        return f"not an HTTP answer ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {exc.strerror or exc}"[:200] if isinstance(exc, OSError) else str(exc)[:200]
+
+
+class _Target:
+    """Where a delivery goes: connection class, host, port and request path of its URL."""
+
+    __slots__ = ("cls", "host", "port", "path")
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        self.host = parts.hostname or ""
+        self.port = parts.port
+        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+    def connection(self, timeout: float) -> http.client.HTTPConnection:
+        return self.cls(self.host, self.port, timeout=timeout)
+
+
+class _Watchdog:
+    """One thread that calls each registered function when its deadline passes, unless
+    it was cancelled first; cheaper than a timer thread per attempt."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, t.Callable[[], None]]] = []
+        self._active: set[int] = set()
+        self._count = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: float, fn: t.Callable[[], None]) -> int:
+        with self._cond:
+            self._count += 1
+            heapq.heappush(self._heap, (deadline, self._count, fn))
+            self._active.add(self._count)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="receiver-watchdog", daemon=True)
+                self._thread.start()
+            elif self._heap[0][1] == self._count:
+                self._cond.notify()
+            return self._count
+
+    def cancel(self, token: int) -> None:
+        with self._cond:
+            self._active.discard(token)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][1] not in self._active:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, token, fn = self._heap[0]
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                heapq.heappop(self._heap)
+                self._active.discard(token)
+                fn()

@@ -86,14 +86,17 @@ class Target:
 
     :param statuses: the status for each request in turn; the last one repeats.
     :param hang: seconds to wait before answering (a target that hangs).
+    :param trickle: seconds between the bytes of the answer (a target that drips).
     """
 
-    def __init__(self, statuses: t.Sequence[int] = (200,), hang: float = 0.0) -> None:
+    def __init__(self, statuses: t.Sequence[int] = (200,), hang: float = 0.0,
+                 trickle: float = 0.0) -> None:
         import http.server
         import threading
 
         self.statuses = list(statuses)
         self.hang = hang
+        self.trickle = trickle
         self.requests: list[tuple[dict[str, str], list[tuple[str, str]], bytes]] = []
         self.release = threading.Event()
         target = self
@@ -108,6 +111,14 @@ class Target:
                     target.release.wait(target.hang)
                 index = min(len(target.requests), len(target.statuses)) - 1
                 status = target.statuses[index]
+                if target.trickle:
+                    answer = f"HTTP/1.1 {status} OK\r\nContent-Length: 0\r\n\r\n".encode()
+                    for byte in answer:
+                        if target.release.wait(target.trickle):
+                            return
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    return
                 self.send_response(status)
                 if 300 <= status < 400:
                     self.send_header("Location", "/elsewhere")

@@ -124,6 +124,38 @@ def test_hanging_target_times_out(store):
     assert elapsed < 10  # bounded by the timeout, not by the target
 
 
+def test_trickling_target_is_held_to_the_timeout(store):
+    """A target that answers a byte at a time cannot stretch an attempt past its timeout."""
+    with Target(trickle=0.1) as target:
+        store.add_rule(TriggerRule("r", target.url))
+        started = time.monotonic()
+        [d] = sender(store, timeout=0.5, attempts=1).emit(make_event())
+        elapsed = time.monotonic() - started
+    assert (d.status, d.http_status, d.error) == ("failed", None, "timed out after 0.5s")
+    assert elapsed < 3  # the whole answer would take about 4 s
+
+
+def test_non_ascii_secret_reaches_the_receiver_intact(store):
+    """A header value outside ASCII is sent as UTF-8, as the receiver compares it."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from receiver import create_app
+    from servers import free_port
+
+    app = create_app({"RECEIVER_AUTH_HEADERS": {"X-Key": "café-€"}})
+    server = make_server("127.0.0.1", free_port(), app)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        store.add_rule(TriggerRule("r", f"http://127.0.0.1:{server.server_port}/webhook",
+                                   headers=(("X-Key", "café-€"),)))
+        [d] = sender(store).emit(make_event())
+    finally:
+        server.shutdown()
+    assert (d.status, d.http_status) == ("success", 200)
+
+
 def test_target_down_is_failed_with_a_reason(store):
     """Nothing listening: every attempt fails, and the row says why."""
     from servers import free_port
