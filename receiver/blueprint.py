@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import typing as t
 
@@ -42,15 +43,36 @@ def _json(payload: t.Any, status: int) -> Response:
     return Response(json.dumps(payload), status=status, mimetype="application/json")
 
 
+# A JSON escape of a UTF-16 surrogate; pairs decode to one character, lone ones to none.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(data: t.Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 class _LengthRequired(Exception):
     """A chunked body that the WSGI server does not terminate for us."""
+
+
+class _Unreadable(Exception):
+    """The body could not be read: malformed chunks, or a body cut short."""
 
 
 def _read_body(req: Request, limit: int) -> bytes | None:
     """The request body, or ``None`` when it is over *limit* bytes (chunked bodies too)."""
     length = req.content_length
     if length is not None:
-        return None if length > limit else req.get_data(cache=False)
+        if length > limit:
+            return None
+        try:
+            return req.get_data(cache=False)
+        except Exception as exc:  # the client went away mid-body, say
+            raise _Unreadable(type(exc).__name__) from exc
     environ = req.environ
     if not environ.get("wsgi.input_terminated"):
         if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
@@ -60,7 +82,10 @@ def _read_body(req: Request, limit: int) -> bytes | None:
     # body at the limit without an error, turning "too large" into "malformed".)
     stream, chunks, total = environ["wsgi.input"], [], 0
     while True:
-        chunk = stream.read(min(65536, limit + 1 - total))
+        try:
+            chunk = stream.read(min(65536, limit + 1 - total))
+        except Exception as exc:  # malformed chunks: each server raises its own parse error
+            raise _Unreadable(type(exc).__name__) from exc
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
@@ -90,6 +115,8 @@ def webhook() -> Response:
     except _LengthRequired:
         return reject(411, "chunked body without Content-Length: this server cannot read it; "
                       "send Content-Length or run under gunicorn")
+    except _Unreadable as exc:
+        return reject(400, f"body could not be read ({exc})")
     if body is None:
         return reject(413, f"body is larger than the limit of {state.max_body} bytes")
     if not body.strip():
@@ -117,6 +144,8 @@ def webhook() -> Response:
         return reject(400, "body is not valid JSON: nested too deeply")
     except ValueError as exc:
         return reject(400, f"body is not valid JSON: {exc}")
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
+        return reject(400, "body is not valid JSON text: it escapes a lone UTF-16 surrogate")
 
     try:
         event = load_event(data)

@@ -7,6 +7,7 @@ Every mistake a user can make ends with one line on stderr and exit status 2.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sqlite3
 import sys
@@ -20,7 +21,7 @@ from .matcher import PatternError, repository_fullmatch, tag_fullmatch
 from .events import ACTIONS, CHART_ACTIONS, Event, build_event
 from .rules import DEFAULT_ACTIONS, RuleError, TriggerRule, parse_header
 from .schemas import is_digest
-from .sender import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Sender
+from .sender import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, MAX_SECONDS, Sender
 from .store import STATUSES, Delivery, NotFound, Store, default_db_path
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
@@ -43,15 +44,22 @@ def _on_sigterm(signum: int, frame: t.Any) -> None:
     raise _Terminated()
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter("must be a finite number of seconds")
+    return value
+
+
 class _Group(click.Group):
     """A group whose usage errors are one line on stderr, exit status 2, like ours."""
 
     def main(self, *args: t.Any, standalone_mode: bool = True, **kwargs: t.Any) -> t.Any:
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
-        previous = None
+        previous: dict[int, t.Any] = {}
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+            for sig in (signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
+                previous[sig] = signal.signal(sig, _on_sigterm)
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:
@@ -59,7 +67,11 @@ class _Group(click.Group):
             sys.exit(2)
         except click.UsageError as exc:
             where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
-            click.echo(f"error: {where}{exc.format_message()} (see --help)", err=True)
+            message = exc.format_message()
+            if message.startswith("Got unexpected extra argument"):
+                # Not echoed: a 'Key: Value' that lost its --header is usually a secret.
+                message = "unexpected extra arguments (a header needs --header 'Key: Value')"
+            click.echo(f"error: {where}{message} (see --help)", err=True)
             sys.exit(2)
         except click.ClickException as exc:
             exc.show()
@@ -73,9 +85,12 @@ class _Group(click.Group):
         except sqlite3.Error as exc:
             click.echo(f"error: the store failed: {exc}", err=True)
             sys.exit(1)
+        except UnicodeEncodeError:
+            click.echo("error: an argument is not valid UTF-8 text", err=True)
+            sys.exit(2)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         sys.exit(result if isinstance(result, int) else 0)
 
 
@@ -333,13 +348,15 @@ def rules_show(ctx: click.Context, name: str, as_json: bool) -> None:
 
 def _sender_options(fn: F) -> F:
     options = [
-        click.option("--timeout", type=click.FloatRange(min=0.001), default=DEFAULT_TIMEOUT,
+        click.option("--timeout", type=click.FloatRange(0.001, MAX_SECONDS), default=DEFAULT_TIMEOUT,
+                     callback=_finite,
                      envvar="RECEIVER_SEND_TIMEOUT", show_default=True, show_envvar=True,
                      help="Seconds allowed for each attempt."),
-        click.option("--attempts", type=click.IntRange(min=1), default=DEFAULT_ATTEMPTS,
+        click.option("--attempts", type=click.IntRange(1, 100), default=DEFAULT_ATTEMPTS,
                      envvar="RECEIVER_SEND_ATTEMPTS", show_default=True, show_envvar=True,
                      help="Attempts per delivery."),
-        click.option("--backoff", type=click.FloatRange(min=0), default=DEFAULT_BACKOFF,
+        click.option("--backoff", type=click.FloatRange(0, MAX_SECONDS), default=DEFAULT_BACKOFF,
+                     callback=_finite,
                      envvar="RECEIVER_SEND_BACKOFF", show_default=True, show_envvar=True,
                      help="Seconds before the 2nd attempt; doubles after, plus jitter."),
         click.option("--json", "as_json", is_flag=True, help="Print the deliveries as JSON."),
@@ -467,7 +484,7 @@ def redeliver(ctx: click.Context, task_id: int, headers: tuple[str, ...], timeou
     parsed = _headers(headers)
     try:
         delivery = _sender(ctx, timeout, attempts, backoff).redeliver(task_id, parsed)
-    except NotFound as exc:
+    except (NotFound, ValueError) as exc:
         raise UserError(str(exc)) from None
     _report([delivery], as_json)
 

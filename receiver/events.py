@@ -166,6 +166,9 @@ def event_class(action: str) -> type[Event]:
     return _CLASSES[action]
 
 
+#: An image digest as the registry sends it.
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
 # The OCI distribution names that build_event accepts.
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _TAG = re.compile(r"\w[\w.-]{0,127}", re.ASCII)
@@ -195,6 +198,10 @@ def build_event(
     cls = _CLASSES.get(action)
     if cls is None:
         raise ValueError(f"unknown action {action!r}; expected one of: {', '.join(ACTIONS)}")
+    if isinstance(tags, str):
+        tags = (tags,)  # one tag, not its characters
+    if digest is not None and not DIGEST.fullmatch(digest):
+        raise ValueError(f"digest {digest!r} must be 'sha256:' and 64 lower-case hex digits")
     namespace, sep, name = full_name.partition("/")
     if not sep or not namespace or not name:
         raise ValueError(f"repository must be 'namespace/name', got {full_name!r}")

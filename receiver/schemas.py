@@ -8,7 +8,6 @@ the example's order. Nothing here does I/O or knows about Flask.
 from __future__ import annotations
 
 import math
-import re
 import typing as t
 from datetime import datetime, timezone
 
@@ -23,7 +22,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from .events import ACTIONS, Event, Repository, Resource, event_class
+from .events import ACTIONS, DIGEST, Event, Repository, Resource, event_class
 
 __all__ = [
     "EventSchema",
@@ -33,7 +32,7 @@ __all__ = [
     "load_event",
 ]
 
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_DIGEST = DIGEST
 # Unix seconds from 1970 up to the last second of year 9999, the range datetime can hold.
 _MAX_SECONDS = 253402300799
 

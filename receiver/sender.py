@@ -68,7 +68,7 @@ class Sender:
     ) -> None:
         if attempts < 1 or max_workers < 1:
             raise ValueError("attempts and max_workers must be at least 1")
-        if not (0 < timeout <= MAX_SECONDS and 0 <= backoff <= MAX_SECONDS):
+        if not (0 < timeout <= MAX_SECONDS and 0 <= backoff <= MAX_SECONDS):  # NaN fails too
             raise ValueError(f"timeout must be in (0, {MAX_SECONDS}] s and backoff in [0, {MAX_SECONDS}] s")
         self.store = store
         self.timeout = timeout
@@ -109,6 +109,11 @@ class Sender:
         """
         old = self.store.get_delivery(task_id)
         if old.rule is not None:
+            if headers:
+                raise ValueError(
+                    f"task {task_id} belongs to rule {old.rule!r}: it is sent with the rule's "
+                    "headers, so --header is only for tasks sent without a rule"
+                )
             try:
                 rule = self.store.get_rule(old.rule)
             except NotFound:

@@ -111,10 +111,13 @@ class Store:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = str(path) if path is not None else str(default_db_path())
         if self.path != ":memory:":
+            # The rules hold header values (secrets): only the owner may read the store.
+            # SQLite gives its -wal and -shm files the database file's permissions.
             try:
-                pathlib.Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                pathlib.Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
             except OSError as exc:
-                raise OSError(f"cannot create the directory for the store {self.path}: {exc}") from exc
+                raise OSError(f"cannot create the store {self.path}: {exc.strerror or exc}") from exc
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
         self._conn.row_factory = sqlite3.Row

@@ -216,11 +216,22 @@ def test_unknown_type_is_acknowledged_and_ignored(client):
     assert ignored == [(client.application, "scanningCompleted", body)]
 
 
-def test_lone_surrogate_in_type_is_not_a_500(client):
-    """A JSON string escape that is no character ("\\ud800") is answered, not a crash."""
-    resp = post(client, b'{"type": "\\ud800"}')
-    assert resp.status_code == 202
-    assert resp.get_json()["type"] == "\ud800"
+@pytest.mark.parametrize("body", [
+    R(b'{"type": "\\ud800"}', id="type"),
+    R(b'{"type": "pushImage", "operator": "a\\udc00b"}', id="operator"),
+])
+def test_lone_surrogate_is_400(client, body):
+    """A JSON escape that is no character ("\\ud800") is refused: handlers could not print it."""
+    resp = post(client, body)
+    assert resp.status_code == 400
+    assert "lone UTF-16 surrogate" in resp.get_json()["error"]
+
+
+def test_surrogate_pairs_are_fine(client):
+    """An escaped pair is one real character (an emoji here) and passes."""
+    body = json.dumps(make_body("pushImage", "ns/app", ["v1"], operator="\U0001F600"))
+    assert "\\ud83d\\ude00" in body
+    assert post(client, body).status_code == 200
 
 
 def test_failing_signal_observers_never_turn_bad_input_into_a_500(client, seed_body):

@@ -83,6 +83,17 @@ def test_rules_lifecycle(cli):
     R(["send", "pushImage", "a/b:v1", "--url", "gopher://x"], "error: url: 'gopher://x' must start", id="send-bad-url"),
     R(["logs", "--status", "weird"], "error: receiver logs: Invalid value for '--status'", id="bad-status"),
     R(["logs", "nope"], "error: no rule named 'nope', and no trigger log for one", id="logs-unknown-rule"),
+    R(["emit", "pushImage", "a/b:v1", "--timeout", "nan"], "error: receiver emit: Invalid value for '--timeout'",
+      id="nan-timeout"),
+    R(["emit", "pushImage", "a/b:v1", "--backoff", "1e308"], "error: receiver emit: Invalid value for '--backoff'",
+      id="huge-backoff"),
+    R(["emit", "pushImage", "a/b:v1", "--attempts", "99999999999"], "error: receiver emit: Invalid value for '--attempts'",
+      id="huge-attempts"),
+    R(["redeliver", "99999999999999999999"], "error: receiver redeliver: Invalid value for 'TASK_ID'",
+      id="huge-task-id"),
+    R(["send", "pushImage", "a/b:v1", "--url", "http://h/", "Authentication: s3cret"],
+      "error: receiver send: unexpected extra arguments", id="forgotten-header-flag"),
+    R(["rules", "show", "bad\udcff"], "error: an argument is not valid UTF-8 text", id="not-utf8-arg"),
     R(["emit", "pushImage", "prod/app:v1:v2"], "error: repository 'prod/app:v1' is not a valid name", id="two-colons"),
     R(["emit", "pushImage", "Prod/App:V1"], "error: repository 'Prod/App' is not a valid name", id="upper-case"),
     R(["emit", "pushImage", "prod/app:v 1"], "error: tag 'v 1' is not valid", id="tag-space"),
@@ -142,6 +153,15 @@ def test_emit_send_logs_and_redeliver(cli):
     assert len(lines) == 2
 
 
+def test_redeliver_refuses_headers_for_a_rules_task(cli):
+    """A rule's task is sent with the rule's headers; --header there is a mistake, not ignored."""
+    with Target() as target:
+        cli("rules", "create", "r", "--url", target.url)
+        cli("emit", "pushImage", "ns/app:v1")
+        code, out, err = cli("redeliver", "1", "--header", "X: y")
+    assert code == 2 and "--header is only for tasks sent without a rule" in err
+
+
 def test_failed_delivery_exits_1_and_is_logged(cli):
     """A delivery that fails makes emit exit 1; the row says failed with the HTTP status."""
     with Target(statuses=[401]) as target:
@@ -156,6 +176,7 @@ def test_failed_delivery_exits_1_and_is_logged(cli):
 @pytest.mark.parametrize("sig, code, message", [
     R(signal.SIGINT, 1, "aborted", id="ctrl-c"),
     R(signal.SIGTERM, 143, "terminated", id="sigterm"),
+    R(signal.SIGHUP, 143, "terminated", id="sighup"),
 ])
 def test_interrupting_emit_leaves_no_pending_row(tmp_path, sig, code, message):
     """Ctrl-C or SIGTERM while two targets hang ends the command within a timeout, and

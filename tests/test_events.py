@@ -78,6 +78,13 @@ def test_build_event_refuses_bad_tags_and_hosts(action, tag, host, message):
         build_event(action, "ns/app", [tag], host=host)
 
 
+def test_one_tag_as_a_string_and_digest_checks():
+    """A lone tag string is one tag; a digest the receiver would refuse is refused here too."""
+    assert build_event("pushImage", "ns/r", "v1").tags == ("v1",)
+    with pytest.raises(ValueError, match="digest 'sha256:AB' must be"):
+        build_event("pushImage", "ns/r", ["v1"], digest="sha256:AB")
+
+
 def test_chart_versions_may_carry_build_metadata():
     """A chart version is SemVer, so '+' is allowed there."""
     assert build_event("uploadChart", "charts/web", ["1.0.0+build.5"]).tags == ("1.0.0+build.5",)

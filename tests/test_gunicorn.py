@@ -125,6 +125,16 @@ def test_chunked_bodies(tmp_path, seed_body):
         assert send([seed_body[:100], seed_body[100:]]) == (200, {"action": "pushImage", "handlers": 0})
         assert send([b" " * 600] * 4) == (413, {"error": "body is larger than the limit of 1000 bytes"})
 
+        # A malformed chunk size is the client's mistake: 400, not a 500.
+        import socket
+
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+            answer = sock.recv(65536).decode()
+        assert answer.startswith("HTTP/1.1 400 "), answer
+        assert "body could not be read" in answer
+
 
 def test_bad_setting_stops_gunicorn_with_one_line(tmp_path):
     """A wrong RECEIVER_* setting stops gunicorn (exit 3) with one clear line, no traceback."""

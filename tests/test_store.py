@@ -66,6 +66,17 @@ def test_trigger_log_rows(store):
         store.get_delivery(999)
 
 
+def test_store_is_private_to_its_owner(tmp_path):
+    """The store holds secrets: a new one is readable by its owner only."""
+    import stat
+
+    with Store(tmp_path / "new" / "r.db") as s:
+        s.add_rule(TriggerRule("r", URL, headers=(("Authentication", "s3cret"),)))
+        for path in (tmp_path / "new").iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+
+
 def test_default_path(monkeypatch, tmp_path):
     """RECEIVER_DB wins; otherwise the XDG data directory."""
     monkeypatch.setenv("RECEIVER_DB", str(tmp_path / "x.db"))
