@@ -144,3 +144,18 @@ class Target:
 
     def bodies(self) -> list[dict]:
         return [json.loads(body) for _, _, body in self.requests]
+
+
+@contextlib.contextmanager
+def serve(app: t.Any) -> t.Iterator[str]:
+    """Serve a WSGI *app* on 127.0.0.1 in a thread (Werkzeug); yield its webhook URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", free_port(), app)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/webhook"
+    finally:
+        server.shutdown()
