@@ -18,9 +18,8 @@ import click
 
 from . import __version__
 from .matcher import PatternError, repository_fullmatch, tag_fullmatch
-from .events import ACTIONS, CHART_ACTIONS, Event, build_event
+from .events import ACTIONS, Event, build_event
 from .rules import DEFAULT_ACTIONS, RuleError, TriggerRule, parse_header
-from .schemas import is_digest
 from .sender import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, MAX_SECONDS, Sender
 from .store import STATUSES, Delivery, NotFound, Store, default_db_path
 
@@ -378,11 +377,6 @@ def _event(action: str, ref: str, digest: str | None, operator: str | None, host
     tag_list = [tag for tag in tags.split(",") if tag]
     if not tag_list:
         raise UserError(f"{ref!r} has no tag after ':'")
-    if digest is not None:
-        if action in CHART_ACTIONS:
-            raise UserError("charts have no digest; leave out --digest")
-        if not is_digest(digest):
-            raise UserError(f"--digest {digest!r} must be 'sha256:' and 64 lower-case hex digits")
     try:
         return build_event(action, repo, tag_list, digest=digest, operator=operator, host=host)
     except ValueError as exc:

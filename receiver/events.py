@@ -200,6 +200,8 @@ def build_event(
         raise ValueError(f"unknown action {action!r}; expected one of: {', '.join(ACTIONS)}")
     if isinstance(tags, str):
         tags = (tags,)  # one tag, not its characters
+    if digest is not None and action in CHART_ACTIONS:
+        raise ValueError("charts have no digest; leave out the digest")
     if digest is not None and not DIGEST.fullmatch(digest):
         raise ValueError(f"digest {digest!r} must be 'sha256:' and 64 lower-case hex digits")
     namespace, sep, name = full_name.partition("/")

@@ -77,7 +77,7 @@ def test_rules_lifecycle(cli):
     R(["redeliver", "999"], "error: no delivery with task id 999", id="unknown-task"),
     R(["emit", "push", "a/b:c"], "error: receiver emit: Invalid value for 'ACTION'", id="emit-bad-action"),
     R(["emit", "pushImage", "ab"], "error: 'ab' must be NS/REPO:TAG", id="emit-bad-ref"),
-    R(["emit", "pushImage", "a/b:v1", "--digest", "sha256:1"], "error: --digest 'sha256:1' must be", id="bad-digest"),
+    R(["emit", "pushImage", "a/b:v1", "--digest", "sha256:1"], "error: digest 'sha256:1' must be", id="bad-digest"),
     R(["emit", "uploadChart", "a/b:1.0", "--digest", "sha256:" + "a" * 64], "error: charts have no digest",
       id="chart-digest"),
     R(["send", "pushImage", "a/b:v1", "--url", "gopher://x"], "error: url: 'gopher://x' must start", id="send-bad-url"),
