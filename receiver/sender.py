@@ -20,13 +20,12 @@ import time
 import typing as t
 from urllib.parse import urlsplit
 
-
 from .events import Event
 from .rules import TriggerRule, check_header, validate_url
 from .schemas import dump_event
 from .store import Delivery, NotFound, Store
 
-__all__ = ["DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF", "DEFAULT_TIMEOUT", "Sender"]
+__all__ = ["DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF", "DEFAULT_TIMEOUT", "MAX_SECONDS", "Sender", "encode_body"]
 
 log = logging.getLogger("receiver.sender")
 
@@ -75,7 +74,7 @@ class Sender:
         self.attempts = attempts
         self.backoff = backoff
         self.max_workers = max_workers
-        self._watchdog = _Watchdog()
+        self._watchdog = _WATCHDOG
 
     # --- the public operations ------------------------------------------------------------
 
@@ -345,3 +344,7 @@ class _Watchdog:
                 heapq.heappop(self._heap)
                 self._active.discard(token)
                 fn()
+
+
+#: One watchdog thread serves every Sender in the process.
+_WATCHDOG = _Watchdog()
