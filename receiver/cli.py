@@ -178,6 +178,13 @@ def _headers(values: t.Iterable[str]) -> tuple[tuple[str, str], ...]:
         raise UserError(str(exc)) from None
 
 
+def _apply(options: list[t.Callable[[F], F]], fn: F) -> F:
+    """Decorate *fn* with *options*, the first listed shown first in --help."""
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def _rule_options(create: bool) -> t.Callable[[F], F]:
     """The options shared by `rules create` and `rules update`."""
 
@@ -200,9 +207,7 @@ def _rule_options(create: bool) -> t.Callable[[F], F]:
             options.append(click.option("--disabled", is_flag=True, help="Create it switched off."))
         else:
             options.append(click.option("--clear-headers", is_flag=True, help="Remove every header."))
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
+        return _apply(options, fn)
 
     return decorate
 
@@ -360,9 +365,7 @@ def _sender_options(fn: F) -> F:
                      help="Seconds before the 2nd attempt; doubles after, plus jitter."),
         click.option("--json", "as_json", is_flag=True, help="Print the deliveries as JSON."),
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    return _apply(options, fn)
 
 
 def _sender(ctx: click.Context, timeout: float, attempts: int, backoff: float) -> Sender:
@@ -406,9 +409,7 @@ _event_options = [
 
 
 def _with_event_options(fn: F) -> F:
-    for option in reversed(_event_options):
-        fn = option(fn)
-    return fn
+    return _apply(_event_options, fn)
 
 
 @main.command()

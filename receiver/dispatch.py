@@ -14,6 +14,7 @@ import typing as t
 from . import signals
 from .events import ACTIONS, Event
 from .matcher import repository_fullmatch, tag_fullmatch
+from .rules import select_resources
 
 __all__ = ["Handler", "Outcome", "dispatch", "off", "on", "send_isolated"]
 
@@ -32,7 +33,7 @@ class Handler:
     with the event alone, or returns :data:`SKIPPED` when a filter says no.
     """
 
-    __slots__ = ("fn", "actions", "namespace", "repository", "tag", "_repo", "_tag")
+    __slots__ = ("fn", "actions", "namespace", "repository", "tag")
 
     def __init__(
         self,
@@ -48,22 +49,18 @@ class Handler:
         self.repository = repository
         self.tag = tag
         # Compiled now, so a malformed pattern fails at registration, not on an event.
-        self._repo = repository_fullmatch(repository) if repository else None
-        self._tag = tag_fullmatch(tag) if tag else None
+        if repository:
+            repository_fullmatch(repository)
+        if tag:
+            tag_fullmatch(tag)
 
     def __call__(self, sender: t.Any, event: Event, **extra: t.Any) -> t.Any:
-        if self.namespace is not None and event.repository.namespace != self.namespace:
+        resources = select_resources(
+            event, namespace=self.namespace, repository=self.repository, tag=self.tag
+        )
+        if resources is None:
             return SKIPPED
-        if self._repo is not None and self._repo(event.repository.name) is None:
-            return SKIPPED
-        if self._tag is not None:
-            fm = self._tag
-            matched = [r for r in event.resources if fm(r.tag or "") is not None]
-            if not matched:
-                return SKIPPED
-            if len(matched) != len(event.resources):
-                event = event.with_resources(matched)
-        return self.fn(event)
+        return self.fn(event.with_resources(resources))
 
     def __repr__(self) -> str:
         filters = ", ".join(

@@ -104,8 +104,11 @@ class Event:
         return tuple(r.tag for r in self.resources if r.tag)
 
     def with_resources(self, resources: t.Iterable[Resource]) -> Event:
-        """A copy of this event that carries only *resources*."""
-        return dataclasses.replace(self, resources=tuple(resources))
+        """This event carrying only *resources*: itself when they are all it has."""
+        resources = tuple(resources)
+        if resources == self.resources:
+            return self
+        return dataclasses.replace(self, resources=resources)
 
 
 @dataclasses.dataclass(frozen=True)

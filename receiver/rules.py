@@ -21,6 +21,7 @@ __all__ = [
     "TriggerRule",
     "check_header",
     "parse_header",
+    "select_resources",
     "validate_url",
 ]
 
@@ -104,6 +105,28 @@ def check_header(key: str, value: str) -> tuple[str, str]:
     return key, value
 
 
+def select_resources(
+    event: Event, *, namespace: str | None, repository: str | None, tag: str | None
+) -> tuple[Resource, ...] | None:
+    """The resources of *event* that a filter keeps, or ``None`` when it does not fire.
+
+    The registry's rule semantics, shared by trigger rules and ``on()`` handlers: the
+    namespace must be equal, the repository pattern must match the name relative to the
+    namespace, and with a tag pattern at least one resource's tag must match; only those
+    resources are kept. Empty or ``None`` filters match everything.
+    """
+    repo = event.repository
+    if namespace is not None and repo.namespace != namespace:
+        return None
+    if repository and repository_fullmatch(repository)(repo.name) is None:
+        return None
+    if not tag:
+        return event.resources
+    fullmatch = tag_fullmatch(tag)
+    matched = tuple(r for r in event.resources if fullmatch(r.tag or "") is not None)
+    return matched or None
+
+
 @dataclasses.dataclass(frozen=True)
 class TriggerRule:
     """One trigger rule, as in the registry's console.
@@ -176,22 +199,12 @@ class TriggerRule:
     def matching_resources(self, event: Event) -> tuple[Resource, ...] | None:
         """The resources a delivery of *event* would carry, or ``None`` if the rule does not fire.
 
-        The rule fires when the action, the namespace and the repository (relative to the
-        namespace) match, and, with a tag pattern, when any resource's tag matches; the
-        delivery then carries only the matching resources.
+        The rule fires when its action matches and :func:`select_resources` keeps the event.
         """
         if event.action not in self.actions:
             return None
-        repo = event.repository
-        if self.namespace is not None and repo.namespace != self.namespace:
-            return None
-        if self.repository and repository_fullmatch(self.repository)(repo.name) is None:
-            return None
-        if not self.tag:
-            return event.resources
-        fm = tag_fullmatch(self.tag)
-        matched = tuple(r for r in event.resources if fm(r.tag or "") is not None)
-        return matched or None
+        return select_resources(event, namespace=self.namespace, repository=self.repository,
+                                tag=self.tag)
 
     def matches(self, event: Event) -> bool:
         """Whether *event* fires this rule (the enabled switch is the store's business)."""

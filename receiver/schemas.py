@@ -32,7 +32,6 @@ __all__ = [
     "load_event",
 ]
 
-_DIGEST = DIGEST
 # Unix seconds from 1970 up to the last second of year 9999, the range datetime can hold.
 _MAX_SECONDS = 253402300799
 
@@ -75,7 +74,7 @@ class UnixTime(fields.Field):
 
 def is_digest(value: str) -> bool:
     """Whether *value* is ``sha256:`` and 64 lower-case hex digits."""
-    return _DIGEST.fullmatch(value) is not None
+    return DIGEST.fullmatch(value) is not None
 
 
 def _digest(value: str) -> None:
@@ -164,7 +163,7 @@ class EventSchema(_Base):
 _schema = EventSchema()
 _UTC = timezone.utc
 _from_timestamp = datetime.fromtimestamp
-_digest_match = _DIGEST.fullmatch
+_digest_match = DIGEST.fullmatch
 
 
 def _fast_load(data: dict[str, t.Any]) -> Event | None:

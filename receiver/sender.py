@@ -84,7 +84,7 @@ class Sender:
         for rule in self.store.enabled_rules():
             resources = rule.matching_resources(event)
             if resources is not None:
-                out.append((rule, event if resources == event.resources else event.with_resources(resources)))
+                out.append((rule, event.with_resources(resources)))
         return out
 
     def emit(self, event: Event) -> list[Delivery]:
