@@ -15,6 +15,9 @@ from datetime import datetime, timezone
 __all__ = [
     "ACTIONS",
     "CHART_ACTIONS",
+    "MAX_REPOSITORY",
+    "MAX_RESOURCES",
+    "MAX_TAG",
     "IMAGE_ACTIONS",
     "DeleteChart",
     "DeleteImage",
@@ -88,6 +91,9 @@ class Event:
     :param repository: where it happened.
     :param resources: the tags or chart versions concerned; a push or delete may carry several.
     :param operator: who did it (an account id), or ``None``.
+    :param id: a stable id of the delivery's content (see :func:`receiver.schemas.event_id`):
+        the same body gives the same id, so handlers can use it as an idempotency key.
+        Empty for an event that was built rather than received.
     """
 
     #: The action's wire name, e.g. ``"pushImage"``.
@@ -97,6 +103,7 @@ class Event:
     repository: Repository
     resources: tuple[Resource, ...] = ()
     operator: str | None = None
+    id: str = dataclasses.field(default="", compare=False)
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -169,6 +176,13 @@ def event_class(action: str) -> type[Event]:
     return _CLASSES[action]
 
 
+#: The longest tag or chart version accepted (the OCI distribution spec's limit for tags).
+MAX_TAG = 128
+#: The longest repository full name (``namespace/name``) accepted, as Docker's distribution.
+MAX_REPOSITORY = 255
+#: The most resources one event may carry; a push or delete lists a few, not thousands.
+MAX_RESOURCES = 1000
+
 #: An image digest as the registry sends it.
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -210,6 +224,8 @@ def build_event(
     namespace, sep, name = full_name.partition("/")
     if not sep or not namespace or not name:
         raise ValueError(f"repository must be 'namespace/name', got {full_name!r}")
+    if len(full_name) > MAX_REPOSITORY:
+        raise ValueError(f"repository is longer than {MAX_REPOSITORY} characters")
     for component in full_name.split("/"):
         if not _COMPONENT.fullmatch(component):
             raise ValueError(

@@ -7,6 +7,9 @@ the example's order. Nothing here does I/O or knows about Flask.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import typing as t
 from datetime import datetime, timezone
@@ -18,17 +21,29 @@ from marshmallow import (
     fields,
     post_load,
     pre_dump,
+    pre_load,
     validate,
     validates_schema,
 )
 
-from .events import ACTIONS, DIGEST, Event, Repository, Resource, event_class
+from .events import (
+    ACTIONS,
+    DIGEST,
+    MAX_REPOSITORY,
+    MAX_RESOURCES,
+    MAX_TAG,
+    Event,
+    Repository,
+    Resource,
+    event_class,
+)
 
 __all__ = [
     "EventSchema",
     "UnknownAction",
     "ValidationError",
     "dump_event",
+    "event_id",
     "load_event",
 ]
 
@@ -82,7 +97,9 @@ def _digest(value: str) -> None:
         raise ValidationError("Not a valid digest: expected 'sha256:' and 64 lower-case hex digits.")
 
 
-_name = validate.Length(min=1, error="Must not be empty.")
+_name = validate.Length(min=1, max=MAX_REPOSITORY,
+                        error="Must be 1 to {max} characters long.")
+_tag = validate.Length(max=MAX_TAG, error="Longer than {max} characters.")
 
 
 class _Base(Schema):
@@ -94,7 +111,7 @@ class ResourceSchema(_Base):
     """One entry of ``event_data.resources``."""
 
     digest = fields.String(allow_none=True, load_default=None, validate=_digest)
-    tag = fields.String(allow_none=True, load_default=None)
+    tag = fields.String(allow_none=True, load_default=None, validate=_tag)
     resource_url = fields.String(required=True, attribute="url")
 
     @post_load
@@ -128,8 +145,21 @@ class RepositorySchema(_Base):
 class EventDataSchema(_Base):
     """``event_data``."""
 
-    resources = fields.List(fields.Nested(ResourceSchema), required=True)
+    resources = fields.List(
+        fields.Nested(ResourceSchema), required=True,
+        validate=validate.Length(max=MAX_RESOURCES, error="More than {max} resources."),
+    )
     repository = fields.Nested(RepositorySchema, required=True)
+
+    @pre_load
+    def _bounded(self, data: t.Any, **kwargs: t.Any) -> t.Any:
+        # Refuse an oversized list before validating its items, so that a body of half a
+        # million bad resources costs one check and one message, not half a million.
+        if isinstance(data, dict):
+            resources = data.get("resources")
+            if isinstance(resources, list) and len(resources) > MAX_RESOURCES:
+                raise ValidationError(f"More than {MAX_RESOURCES} resources.", "resources")
+        return data
 
 
 class EventSchema(_Base):
@@ -166,7 +196,7 @@ _from_timestamp = datetime.fromtimestamp
 _digest_match = DIGEST.fullmatch
 
 
-def _fast_load(data: dict[str, t.Any]) -> Event | None:
+def _fast_load(data: dict[str, t.Any], id: str) -> Event | None:
     """The common case of :class:`EventSchema` ``.load``, without marshmallow's per-field cost.
 
     Returns the very Event that the schema would, or ``None`` for anything even slightly
@@ -194,6 +224,8 @@ def _fast_load(data: dict[str, t.Any]) -> Event | None:
         or not namespace
         or not name
         or full_name != f"{namespace}/{name}"
+        or len(full_name) > MAX_REPOSITORY
+        or len(resources) > MAX_RESOURCES
         or not (repo_type is None or type(repo_type) is str)
         or not (operator is None or type(operator) is str)
         or not (created is None or (type(created) is int and 0 <= created <= _MAX_SECONDS))
@@ -206,7 +238,7 @@ def _fast_load(data: dict[str, t.Any]) -> Event | None:
         digest, tag, url = resource.get("digest"), resource.get("tag"), resource.get("resource_url")
         if (
             type(url) is not str
-            or not (tag is None or type(tag) is str)
+            or not (tag is None or (type(tag) is str and len(tag) <= MAX_TAG))
             or not (digest is None or (type(digest) is str and _digest_match(digest)))
         ):
             return None
@@ -218,7 +250,22 @@ def _fast_load(data: dict[str, t.Any]) -> Event | None:
         ),
         resources=tuple(loaded),
         operator=operator,
+        id=id,
     )
+
+
+def event_id(data: t.Any) -> str:
+    """The stable id of a delivery's decoded body: 32 hex digits of the SHA-256 of its
+    canonical JSON (keys sorted, no white space, UTF-8).
+
+    The same body, re-sent byte for byte by a registry retry or a redelivery, gives the same
+    id, and so does the same content written with other spacing or key order; any other
+    content (another push, another second) gives another id.
+
+    :raises RecursionError: *data* is nested too deeply to encode.
+    """
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def load_event(data: t.Any) -> Event:
@@ -227,15 +274,18 @@ def load_event(data: t.Any) -> Event:
     :raises UnknownAction: *data* is an object whose ``type`` is a string naming no action
         this version knows (``scanningCompleted``, say): well-formed, but not for handlers.
     :raises ValidationError: anything else is wrong; ``.messages`` is keyed by field path.
+
+    The event's ``id`` is :func:`event_id` of *data*.
     """
     if type(data) is dict:
         action = data.get("type")
         if isinstance(action, str) and action not in ACTIONS:
             raise UnknownAction(action, data)
-        event = _fast_load(data)
+        event = _fast_load(data, event_id(data))
         if event is not None:
             return event
-    return _schema.load(data)
+    event = _schema.load(data)
+    return dataclasses.replace(event, id=event_id(data))
 
 
 def _fast_dump(event: Event) -> dict[str, t.Any]:
