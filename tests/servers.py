@@ -38,9 +38,11 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 2
 
 @contextlib.contextmanager
 def gunicorn(
-    env: dict[str, str], cwd: pathlib.Path, workers: int = 1, paths: t.Sequence[pathlib.Path] = ()
-) -> t.Iterator[tuple[str, pathlib.Path]]:
-    """Run ``gunicorn wsgi:app`` on 127.0.0.1 as a user would; yield its URL and log file.
+    env: dict[str, str], cwd: pathlib.Path, workers: int = 1, paths: t.Sequence[pathlib.Path] = (),
+    args: t.Sequence[str] = (), app: str = "wsgi:app",
+) -> t.Iterator[tuple[str, pathlib.Path, subprocess.Popen]]:
+    """Run ``gunicorn wsgi:app`` on 127.0.0.1 as a user would; yield its URL, its log file
+    and its master process.
 
     :param cwd: where it runs; also on the Python path, for handler modules.
     :param paths: more directories for the Python path.
@@ -48,18 +50,20 @@ def gunicorn(
     port = free_port()
     log_path = cwd / f"gunicorn-{port}.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}
+    # Its own data directory, so the default queue is never the user's (nor another test's).
+    full_env["XDG_DATA_HOME"] = str(cwd / f"xdg-{port}")
     full_env.update(env)
     full_env["PYTHONPATH"] = os.pathsep.join([str(cwd), *map(str, paths), str(ROOT)])
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "wsgi:app", "-b", f"127.0.0.1:{port}",
-             "-w", str(workers), "--chdir", str(ROOT), "--graceful-timeout", "2"],
+            [sys.executable, "-m", "gunicorn", app, "-b", f"127.0.0.1:{port}",
+             "-w", str(workers), "--chdir", str(ROOT), "--graceful-timeout", "2", *args],
             env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/healthz", proc)
-        yield url, log_path
+        yield url, log_path, proc
     finally:
         proc.terminate()
         try:
@@ -67,6 +71,18 @@ def gunicorn(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def wait_for(predicate: t.Callable[[], t.Any], timeout: float = 20.0, what: str = "") -> t.Any:
+    """Poll *predicate* until it returns something true, with a deadline; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.02)
 
 
 def post(url: str, body: bytes | dict, headers: dict[str, str] | None = None) -> tuple[int, t.Any]:
@@ -159,3 +175,51 @@ def serve(app: t.Any) -> t.Iterator[str]:
         yield f"http://127.0.0.1:{server.server_port}/webhook"
     finally:
         server.shutdown()
+
+
+@contextlib.contextmanager
+def redis_server(tmp: pathlib.Path) -> t.Iterator[str]:
+    """A throwaway ``redis-server`` (Debian's) on a free loopback port, without persistence;
+    yields its ``redis://`` URL once it answers PING."""
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    log_path = tmp / f"redis-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+             "no", "--dir", str(tmp)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_tcp("127.0.0.1", port, proc, ping=b"PING\r\n", expect=b"+PONG")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_tcp(host: str, port: int, proc: subprocess.Popen | None = None, timeout: float = 20.0,
+             ping: bytes = b"", expect: bytes = b"") -> None:
+    """Wait, with a deadline, until *host:port* accepts a connection (and answers *ping*)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=1) as sock:
+                if ping:
+                    sock.sendall(ping)
+                    if not sock.recv(64).startswith(expect):
+                        raise OSError("not ready")
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{host}:{port} did not answer within {timeout}s")

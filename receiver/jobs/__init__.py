@@ -1,0 +1,99 @@
+"""The durable queue: events wait here for their handlers, one job per handler.
+
+``open_queue(url)`` picks the engine from ``RECEIVER_QUEUE``: ``sqlite:///PATH`` (the
+default, one machine), ``redis://HOST:PORT/DB`` or ``rediss://...`` (several hosts).
+:class:`~receiver.jobs.worker.Pool` runs the jobs in threads.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from urllib.parse import urlsplit
+
+from .base import (
+    JOB_STATUSES,
+    Claim,
+    EventRecord,
+    Job,
+    Queue,
+    QueueUnavailable,
+    Submitted,
+)
+
+__all__ = [
+    "JOB_STATUSES",
+    "Claim",
+    "EventRecord",
+    "Job",
+    "Queue",
+    "QueueError",
+    "QueueUnavailable",
+    "Submitted",
+    "default_queue_url",
+    "open_queue",
+    "shown_url",
+]
+
+
+class QueueError(ValueError):
+    """``RECEIVER_QUEUE`` is not a queue URL this version knows; the message says why."""
+
+
+def default_queue_url() -> str:
+    """``sqlite:///$XDG_DATA_HOME/receiver/queue.db`` (``~/.local/share/receiver/queue.db``)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return f"sqlite:///{pathlib.Path(base) / 'receiver' / 'queue.db'}"
+
+
+def shown_url(url: str) -> str:
+    """*url* without a password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return parts._replace(netloc=user + netloc).geturl()
+
+
+def open_queue(url: str | None = None) -> Queue:
+    """The queue at *url* (default :func:`default_queue_url`). Nothing is connected yet:
+    an unreachable queue shows at first use, or in :meth:`Queue.check`.
+
+    :raises QueueError: *url* names no engine, or names one badly.
+    """
+    url = url or default_queue_url()
+    if not isinstance(url, str):
+        raise QueueError(f"RECEIVER_QUEUE must be a URL, got {url!r}")
+    scheme = url.partition(":")[0].lower()
+    if scheme == "sqlite":
+        if not url.startswith("sqlite:///") or len(url) <= len("sqlite:///"):
+            raise QueueError(
+                f"RECEIVER_QUEUE {url!r}: write an SQLite queue as sqlite:///PATH "
+                "(three slashes, then the file's path; four for an absolute path)"
+            )
+        from .sqlite import SQLiteQueue
+
+        return SQLiteQueue(url[len("sqlite:///"):])
+    if scheme in ("redis", "rediss"):
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018  (raises ValueError for a bad port)
+        except ValueError:
+            raise QueueError(f"RECEIVER_QUEUE {shown_url(url)!r}: the port is not a number") from None
+        database = parts.path.strip("/")
+        if not parts.hostname or (database and not database.isdigit()):
+            raise QueueError(
+                f"RECEIVER_QUEUE {shown_url(url)!r}: write a Redis queue as "
+                "redis://[:PASSWORD@]HOST[:PORT][/DB], DB a number"
+            )
+        try:
+            from .redis import RedisQueue
+        except ImportError:
+            raise QueueError(f"RECEIVER_QUEUE {shown_url(url)!r} needs redis-py: "
+                             "pip install 'receiver[redis]'") from None
+        return RedisQueue(url)
+    raise QueueError(
+        f"RECEIVER_QUEUE {shown_url(url)!r} is not a queue URL: use sqlite:///PATH, "
+        "redis://HOST:PORT/DB, rediss://HOST:PORT/DB or sync"
+    )

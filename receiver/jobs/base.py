@@ -1,0 +1,179 @@
+"""The queue's interface: the records it keeps and the operations every engine provides.
+
+An engine (:mod:`.sqlite`, :mod:`.redis`) stores events and their jobs durably; the
+:class:`~receiver.jobs.worker.Pool` claims and runs them. Nothing here knows about Flask,
+HTTP or handlers: a job names its handler, and whoever runs it looks the name up.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import typing as t
+from datetime import datetime, timezone
+
+__all__ = [
+    "Claim",
+    "EventRecord",
+    "Job",
+    "JOB_STATUSES",
+    "Queue",
+    "QueueUnavailable",
+    "Submitted",
+    "iso",
+]
+
+#: A job's life: queued → running → succeeded, or back to queued for a retry, or dead.
+JOB_STATUSES = ("queued", "running", "succeeded", "dead")
+
+
+class QueueUnavailable(RuntimeError):
+    """The queue cannot be reached or written; the message names the engine, never a password."""
+
+
+def iso(seconds: float | None) -> str | None:
+    """Unix seconds as ISO 8601 UTC with milliseconds and ``Z``, as the trigger log writes."""
+    if seconds is None:
+        return None
+    stamp = datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+@dataclasses.dataclass(frozen=True)
+class EventRecord:
+    """An accepted event as the queue keeps it.
+
+    :param body: the delivery's JSON text, from which a worker loads the event again.
+    """
+
+    event_id: str
+    action: str
+    repository: str
+    tags: tuple[str, ...]
+    body: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Submitted:
+    """What :meth:`Queue.submit` did: nothing for a duplicate, else the jobs it queued."""
+
+    duplicate: bool
+    job_ids: tuple[int, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A job leased to one worker until it finishes or its lease runs out.
+
+    :param owner: the lease's token; only its holder can finish the job.
+    :param attempts: the runs so far, this one included.
+    """
+
+    job_id: int
+    event_id: str
+    action: str
+    handler: str
+    body: str
+    attempts: int
+    owner: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A job as ``receiver jobs`` shows it; times are Unix seconds."""
+
+    job_id: int
+    event_id: str
+    action: str
+    repository: str
+    tags: tuple[str, ...]
+    handler: str
+    status: str
+    attempts: int
+    error: str | None
+    created_at: float
+    updated_at: float
+    run_at: float | None = None
+    body: str | None = None
+
+    def to_json(self) -> dict[str, t.Any]:
+        """The keys of ``receiver jobs --json``, exactly."""
+        return {
+            "job_id": self.job_id,
+            "event_id": self.event_id,
+            "action": self.action,
+            "repository": self.repository,
+            "tags": list(self.tags),
+            "handler": self.handler,
+            "status": self.status,
+            "attempts": self.attempts,
+            "error": self.error,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }
+
+
+def one_line(error: str, limit: int = 500) -> str:
+    """An error message as one bounded line, for a job's ``error``."""
+    text = " ".join(error.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Queue(abc.ABC):
+    """Durable events and jobs. Every method is safe to call from several threads and
+    processes at once; every state change of a job is atomic."""
+
+    #: Where the queue is, for messages: no password.
+    url: str
+
+    @abc.abstractmethod
+    def submit(self, event: EventRecord, handlers: t.Sequence[str], window: float) -> Submitted:
+        """Record *event* and one queued job per handler, in one atomic step, unless an
+        event with the same id was submitted within *window* seconds (a duplicate)."""
+
+    @abc.abstractmethod
+    def claim(self, owner: str, lease: float) -> Claim | None:
+        """Lease the next job that is due (queued and its time come, or running with an
+        expired lease: its worker died) to *owner* for *lease* seconds, counting an attempt."""
+
+    @abc.abstractmethod
+    def heartbeat(self, claims: t.Iterable[Claim], lease: float) -> list[int]:
+        """Extend the leases of *claims* still held; returns the ids of those lost."""
+
+    @abc.abstractmethod
+    def succeed(self, claim: Claim) -> bool:
+        """Mark the job succeeded; ``False`` (and no change) when the lease was lost."""
+
+    @abc.abstractmethod
+    def retry_later(self, claim: Claim, error: str, delay: float) -> bool:
+        """Queue the job again in *delay* seconds, keeping *error*; ``False`` if lost."""
+
+    @abc.abstractmethod
+    def bury(self, claim: Claim, error: str) -> bool:
+        """Mark the job dead with *error*; ``False`` if the lease was lost."""
+
+    @abc.abstractmethod
+    def jobs(self, *, status: str | None = None, event_id: str | None = None,
+             handler: str | None = None, limit: int = 50) -> list[Job]:
+        """The newest jobs first, filtered."""
+
+    @abc.abstractmethod
+    def job(self, job_id: int) -> Job | None:
+        """One job with its event's body, or ``None``."""
+
+    @abc.abstractmethod
+    def requeue(self, job_ids: t.Iterable[int] | None) -> list[int]:
+        """Queue dead jobs again with their attempts reset: those of *job_ids*, or every
+        dead job when it is ``None``. Returns the ids queued."""
+
+    @abc.abstractmethod
+    def purge(self, window: float) -> int:
+        """Forget succeeded jobs and dedup ids older than *window* seconds; returns how many
+        jobs went."""
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise :class:`QueueUnavailable` unless the queue can be read and written now."""
+
+    def close(self) -> None:
+        """Release connections; the queue may be used again afterwards."""

@@ -1,0 +1,317 @@
+"""The embedded engine: events and jobs in one SQLite file, for one machine.
+
+WAL mode lets gunicorn workers and ``receiver worker`` processes on the same machine share
+the file; every change is one short ``BEGIN IMMEDIATE`` transaction. Each thread (and each
+process after a fork) opens its own connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sqlite3
+import threading
+import time
+import typing as t
+
+from .base import Claim, EventRecord, Job, Queue, QueueUnavailable, Submitted, one_line
+
+__all__ = ["SQLiteQueue"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    event_id    TEXT PRIMARY KEY,
+    action      TEXT NOT NULL,
+    repository  TEXT NOT NULL,
+    tags        TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT NOT NULL REFERENCES events (event_id),
+    handler     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    error       TEXT,
+    run_at      REAL NOT NULL,
+    owner       TEXT,
+    lease_until REAL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, run_at);
+CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (status, lease_until);
+CREATE INDEX IF NOT EXISTS jobs_event ON jobs (event_id);
+"""
+
+_JOB_COLUMNS = (
+    "j.job_id, j.event_id, e.action, e.repository, e.tags, j.handler, j.status, j.attempts, "
+    "j.error, j.created_at, j.updated_at, j.run_at"
+)
+
+
+class SQLiteQueue(Queue):
+    """The queue in the SQLite file at *path*, created (with its directory, owner-only) on
+    first use.
+
+    :param synchronous: SQLite's ``synchronous`` pragma. ``NORMAL`` (the default) survives
+        any crash of a process; ``FULL`` also survives a power cut, at an fsync per event.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], synchronous: str = "NORMAL") -> None:
+        self.path = pathlib.Path(path).expanduser()
+        self.url = f"sqlite:///{self.path}"
+        self.synchronous = synchronous
+        self._local = threading.local()
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    # -- connections -------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid():
+            return conn
+        try:
+            if not self._ready:
+                self._create()
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        except (OSError, sqlite3.Error) as exc:
+            raise QueueUnavailable(f"the queue {self.url} cannot be opened: {exc}") from exc
+        local.conn, local.pid = conn, os.getpid()
+        return conn
+
+    def _create(self) -> None:
+        with self._ready_lock:
+            if self._ready:
+                return
+            directory = self.path.parent
+            if not directory.exists():
+                directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fresh = not self.path.exists()
+            if fresh:
+                # Owner-only from the start: the queue holds every delivered body.
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
+            finally:
+                conn.close()
+            self._ready = True
+
+    def _run(self, fn: t.Callable[[sqlite3.Connection], t.Any], write: bool = True) -> t.Any:
+        """Run *fn* in one transaction (``BEGIN IMMEDIATE`` for writes)."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise QueueUnavailable(f"the queue {self.url} failed: {exc}") from exc
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+        self._local = threading.local()
+
+    # -- the request's side --------------------------------------------------------------
+
+    def submit(self, event: EventRecord, handlers: t.Sequence[str], window: float) -> Submitted:
+        now = time.time()
+
+        def do(conn: sqlite3.Connection) -> Submitted:
+            # A new id, or one last seen before the window: (re)record it. Otherwise the
+            # conflict leaves the row alone and changes nothing: a duplicate.
+            cur = conn.execute(
+                "INSERT INTO events (event_id, action, repository, tags, body, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO UPDATE SET "
+                "received_at = excluded.received_at, body = excluded.body "
+                "WHERE events.received_at < ?",
+                (event.event_id, event.action, event.repository, json.dumps(list(event.tags)),
+                 event.body, now, now - window),
+            )
+            if cur.rowcount == 0:
+                return Submitted(duplicate=True)
+            ids = []
+            for handler in handlers:
+                cur = conn.execute(
+                    "INSERT INTO jobs (event_id, handler, status, run_at, created_at, updated_at)"
+                    " VALUES (?, ?, 'queued', ?, ?, ?)",
+                    (event.event_id, handler, now, now, now),
+                )
+                ids.append(t.cast(int, cur.lastrowid))
+            return Submitted(duplicate=False, job_ids=tuple(ids))
+
+        return t.cast(Submitted, self._run(do))
+
+    # -- the workers' side ---------------------------------------------------------------
+
+    def claim(self, owner: str, lease: float) -> Claim | None:
+        now = time.time()
+        # A read first, outside any write lock: idle workers poll without blocking requests.
+        conn = self._connect()
+        try:
+            due = conn.execute(
+                "SELECT 1 FROM jobs WHERE (status = 'queued' AND run_at <= ?) "
+                "OR (status = 'running' AND lease_until < ?) LIMIT 1", (now, now),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise QueueUnavailable(f"the queue {self.url} failed: {exc}") from exc
+        if due is None:
+            return None
+
+        def do(conn: sqlite3.Connection) -> Claim | None:
+            row = conn.execute(
+                "SELECT job_id, status, attempts FROM jobs WHERE status = 'queued' AND run_at <= ?"
+                " ORDER BY run_at, job_id LIMIT 1", (now,),
+            ).fetchone() or conn.execute(
+                "SELECT job_id, status, attempts FROM jobs WHERE status = 'running' AND "
+                "lease_until < ? ORDER BY lease_until LIMIT 1", (now,),
+            ).fetchone()
+            if row is None:
+                return None
+            job_id, status, attempts = row
+            error = None
+            if status == "running":
+                error = (f"attempt {attempts} was lost: its worker stopped renewing the lease "
+                         "(killed, crashed or timed out)")
+            conn.execute(
+                "UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, "
+                "attempts = attempts + 1, updated_at = ?, error = COALESCE(?, error) "
+                "WHERE job_id = ?",
+                (owner, now + lease, now, error, job_id),
+            )
+            event_id, action, handler, body, attempts = conn.execute(
+                "SELECT j.event_id, e.action, j.handler, e.body, j.attempts FROM jobs j "
+                "JOIN events e ON e.event_id = j.event_id WHERE j.job_id = ?", (job_id,),
+            ).fetchone()
+            return Claim(job_id, event_id, action, handler, body, attempts, owner)
+
+        return t.cast("Claim | None", self._run(do))
+
+    def heartbeat(self, claims: t.Iterable[Claim], lease: float) -> list[int]:
+        claims = list(claims)
+        if not claims:
+            return []
+        until = time.time() + lease
+
+        def do(conn: sqlite3.Connection) -> list[int]:
+            lost = []
+            for claim in claims:
+                cur = conn.execute(
+                    "UPDATE jobs SET lease_until = ? WHERE job_id = ? AND owner = ? "
+                    "AND status = 'running'", (until, claim.job_id, claim.owner),
+                )
+                if cur.rowcount == 0:
+                    lost.append(claim.job_id)
+            return lost
+
+        return t.cast("list[int]", self._run(do))
+
+    def _finish(self, claim: Claim, status: str, error: str | None, run_at: float | None) -> bool:
+        now = time.time()
+
+        def do(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE jobs SET status = ?, owner = NULL, lease_until = NULL, updated_at = ?, "
+                "error = COALESCE(?, error), run_at = COALESCE(?, run_at) "
+                "WHERE job_id = ? AND owner = ? AND status = 'running'",
+                (status, now, error, run_at, claim.job_id, claim.owner),
+            )
+            return cur.rowcount == 1
+
+        return bool(self._run(do))
+
+    def succeed(self, claim: Claim) -> bool:
+        return self._finish(claim, "succeeded", None, None)
+
+    def retry_later(self, claim: Claim, error: str, delay: float) -> bool:
+        return self._finish(claim, "queued", one_line(error), time.time() + delay)
+
+    def bury(self, claim: Claim, error: str) -> bool:
+        return self._finish(claim, "dead", one_line(error), None)
+
+    # -- the CLI's side --------------------------------------------------------------------
+
+    def jobs(self, *, status: str | None = None, event_id: str | None = None,
+             handler: str | None = None, limit: int = 50) -> list[Job]:
+        where, args = [], []
+        for column, value in (("j.status", status), ("j.event_id", event_id),
+                              ("j.handler", handler)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = (f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN events e ON e.event_id = j.event_id"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY j.job_id DESC LIMIT ?")
+        rows = self._run(lambda conn: conn.execute(sql, (*args, limit)).fetchall(), write=False)
+        return [_job(row) for row in rows]
+
+    def job(self, job_id: int) -> Job | None:
+        row = self._run(lambda conn: conn.execute(
+            f"SELECT {_JOB_COLUMNS}, e.body FROM jobs j JOIN events e ON e.event_id = j.event_id"
+            " WHERE j.job_id = ?", (job_id,),
+        ).fetchone(), write=False)
+        return None if row is None else _job(row[:-1], body=row[-1])
+
+    def requeue(self, job_ids: t.Iterable[int] | None) -> list[int]:
+        now = time.time()
+
+        def do(conn: sqlite3.Connection) -> list[int]:
+            if job_ids is None:
+                ids = [r[0] for r in conn.execute(
+                    "SELECT job_id FROM jobs WHERE status = 'dead' ORDER BY job_id")]
+            else:
+                ids = [i for i in job_ids if conn.execute(
+                    "SELECT 1 FROM jobs WHERE job_id = ? AND status = 'dead'", (i,)).fetchone()]
+            conn.executemany(
+                "UPDATE jobs SET status = 'queued', attempts = 0, run_at = ?, updated_at = ?, "
+                "owner = NULL, lease_until = NULL WHERE job_id = ?",
+                [(now, now, i) for i in ids],
+            )
+            return ids
+
+        return t.cast("list[int]", self._run(do))
+
+    def purge(self, window: float) -> int:
+        before = time.time() - window
+
+        def do(conn: sqlite3.Connection) -> int:
+            gone = conn.execute(
+                "DELETE FROM jobs WHERE status = 'succeeded' AND updated_at < ?", (before,),
+            ).rowcount
+            conn.execute(
+                "DELETE FROM events WHERE received_at < ? AND NOT EXISTS "
+                "(SELECT 1 FROM jobs WHERE jobs.event_id = events.event_id)", (before,),
+            )
+            return gone
+
+        return t.cast(int, self._run(do))
+
+    def check(self) -> None:
+        # BEGIN IMMEDIATE takes the write lock: a read-only file or directory fails here.
+        self._run(lambda conn: conn.execute("SELECT 1 FROM jobs LIMIT 1").fetchall())
+
+
+def _job(row: t.Sequence[t.Any], body: str | None = None) -> Job:
+    (job_id, event_id, action, repository, tags, handler, status, attempts, error,
+     created_at, updated_at, run_at) = row
+    return Job(job_id, event_id, action, repository, tuple(json.loads(tags)), handler, status,
+               attempts, error, created_at, updated_at, run_at, body)

@@ -1,0 +1,266 @@
+"""Worker threads: claim a job, keep its lease alive, run it, and record how it went.
+
+A :class:`Pool` belongs to one app in one process. It knows nothing of handlers: it calls
+``execute(claim)``, and any exception (``SystemExit`` included) is the job's failure, retried
+with exponential backoff and jitter until the last attempt makes it ``dead``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import typing as t
+import uuid
+import weakref
+
+from .base import Claim, Queue, QueueUnavailable
+
+__all__ = ["Pool", "backoff_delay"]
+
+log = logging.getLogger("receiver.jobs")
+
+#: The longest wait between two attempts of a job.
+MAX_BACKOFF = 600.0
+
+#: How often succeeded jobs and old dedup ids are purged.
+PURGE_EVERY = 300.0
+
+
+def backoff_delay(first: float, attempt: int) -> float:
+    """The wait after failed *attempt* (1-based): ``first * 2**(attempt-1)``, at most
+    :data:`MAX_BACKOFF`, then scattered by ±20 % so that retries do not arrive in step."""
+    delay = min(first * 2 ** max(attempt - 1, 0), MAX_BACKOFF)
+    return delay * random.uniform(0.8, 1.2)
+
+
+Execute = t.Callable[[Claim], None]
+OnDone = t.Callable[[Claim, "BaseException | None", bool, float], None]
+
+
+class Pool:
+    """*threads* worker threads running the jobs of *queue*.
+
+    :param execute: runs one job; raising anything means it failed.
+    :param on_done: told of every run: ``(claim, exception or None, final, seconds)``;
+        ``final`` is true when a failure made the job dead.
+    :param attempts: runs of one job before it is dead.
+    :param backoff: the first retry's delay in seconds.
+    :param lease: seconds a job may go without a heartbeat before another worker takes it.
+    :param window: seconds to keep succeeded jobs and dedup ids.
+    """
+
+    def __init__(self, queue: Queue, execute: Execute, *, threads: int = 2, attempts: int = 5,
+                 backoff: float = 2.0, lease: float = 30.0, window: float = 86400.0,
+                 on_done: OnDone | None = None) -> None:
+        self.queue = queue
+        self.execute = execute
+        self.on_done = on_done
+        self.threads = threads
+        self.attempts = attempts
+        self.backoff = backoff
+        self.lease = lease
+        self.window = window
+        # Idle threads look for due jobs (retries, other processes' jobs, lost leases) this
+        # often; a job queued by this process wakes them at once.
+        self.poll = max(0.02, min(0.5, lease / 4, backoff / 2 if backoff else 0.5))
+        #: Start in the child after the next fork rather than now (gunicorn's --preload).
+        self.start_after_fork = False
+        self._reset()
+        _pools.add(self)
+
+    def _reset(self) -> None:
+        self._wake = threading.Condition()
+        self._stopping = threading.Event()
+        self._beat_stop = threading.Event()
+        self._running: dict[int, Claim] = {}
+        self._running_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._beat_thread: threading.Thread | None = None
+        self._identity = f"{socket.gethostname()}/{os.getpid()}"
+        self.started = False
+
+    # -- life --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker threads and the heartbeat thread (daemons); idempotent."""
+        if self.started or self.threads <= 0:
+            return
+        self.started = True
+        for n in range(self.threads):
+            thread = threading.Thread(target=self._work, name=f"receiver-worker-{n + 1}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._beat_thread = threading.Thread(target=self._beat, name="receiver-heartbeat",
+                                             daemon=True)
+        self._beat_thread.start()
+        log.info("%d worker thread(s) take jobs from %s", self.threads, self.queue.url)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop taking jobs and wait up to *timeout* seconds (``None``: as long as it takes)
+        for the running ones; the rest stay queued. Returns whether every thread ended."""
+        self._stopping.set()
+        self.notify()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(left)
+        ended = not any(thread.is_alive() for thread in self._threads)
+        if ended and self._beat_thread is not None:
+            # Leases are renewed until the last running job has finished.
+            self._beat_stop.set()
+            self._beat_thread.join()
+        return ended
+
+    def notify(self) -> None:
+        """A job was queued in this process: wake an idle thread now."""
+        with self._wake:
+            self._wake.notify_all()
+
+    def _after_fork(self) -> None:
+        # Threads do not survive fork(); a pool that ran (or was waiting for the fork that
+        # gunicorn's --preload makes) starts afresh in the child.
+        wanted = self.started or self.start_after_fork
+        self._reset()
+        self.queue.close()
+        if wanted:
+            self.start()
+
+    # -- work --------------------------------------------------------------------------------
+
+    def run_pending(self, limit: int | None = None) -> list[int]:
+        """Run due jobs in this thread until none is due (or *limit* ran); returns their ids
+        in the order they ran. For tests and one-shot use: a retry not yet due is not
+        waited for."""
+        ran: list[int] = []
+        while limit is None or len(ran) < limit:
+            claim = self.queue.claim(self._owner(), self.lease)
+            if claim is None:
+                break
+            self._run(claim)
+            ran.append(claim.job_id)
+        return ran
+
+    def _owner(self) -> str:
+        return f"{self._identity}/{uuid.uuid4().hex}"
+
+    def _work(self) -> None:
+        failing = False
+        while not self._stopping.is_set():
+            try:
+                claim = self.queue.claim(self._owner(), self.lease)
+                if failing:
+                    log.warning("the queue %s answers again", self.queue.url)
+                    failing = False
+            except QueueUnavailable as exc:
+                if not failing:
+                    log.error("cannot take jobs: %s", exc)
+                    failing = True
+                claim = None
+            except Exception:  # never let a worker thread die
+                log.exception("cannot take jobs from %s", self.queue.url)
+                claim = None
+            if claim is None:
+                with self._wake:
+                    if not self._stopping.is_set():
+                        self._wake.wait(self.poll if not failing else max(self.poll, 1.0))
+                continue
+            self._run(claim)
+
+    def _run(self, claim: Claim) -> None:
+        if claim.attempts > self.attempts:
+            # Taken over after its worker died on the last attempt: no run is left.
+            self._record(claim, self.queue.bury, claim, "no attempt left: the last one was "
+                         "lost with its worker")
+            self._done(claim, RuntimeError("lost with its worker"), True, 0.0)
+            return
+        with self._running_lock:
+            self._running[claim.job_id] = claim
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            self.execute(claim)
+        except BaseException as exc:  # noqa: BLE001  (a handler cannot stop the worker)
+            error = exc
+        finally:
+            with self._running_lock:
+                self._running.pop(claim.job_id, None)
+        seconds = time.perf_counter() - started
+        final = False
+        if error is None:
+            kept = self._record(claim, self.queue.succeed, claim)
+        else:
+            message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            final = claim.attempts >= self.attempts
+            if final:
+                kept = self._record(claim, self.queue.bury, claim, message)
+            else:
+                delay = backoff_delay(self.backoff, claim.attempts)
+                kept = self._record(claim, self.queue.retry_later, claim, message, delay)
+        if kept is False:
+            log.warning("job %d (%s) ran after its lease was lost; another worker has it now, "
+                        "so this run's outcome is dropped", claim.job_id, claim.handler)
+        self._done(claim, error, final, seconds)
+
+    def _record(self, claim: Claim, fn: t.Callable[..., bool], *args: t.Any) -> bool | None:
+        # The outcome must reach the queue; retry while the queue is briefly unreachable.
+        delay = 0.05
+        while True:
+            try:
+                return fn(*args)
+            except QueueUnavailable as exc:
+                if self._stopping.is_set() and delay > 1:
+                    log.error("job %d: outcome not recorded (%s); its lease will expire and "
+                              "it will run again", claim.job_id, exc)
+                    return None
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _done(self, claim: Claim, error: BaseException | None, final: bool, seconds: float) -> None:
+        if self.on_done is None:
+            return
+        try:
+            self.on_done(claim, error, final, seconds)
+        except Exception:
+            log.exception("reporting job %d failed", claim.job_id)
+
+    def _beat(self) -> None:
+        last_purge = 0.0
+        interval = max(0.01, self.lease / 3)
+        while not self._beat_stop.wait(interval):
+            with self._running_lock:
+                claims = list(self._running.values())
+            try:
+                lost = self.queue.heartbeat(claims, self.lease)
+                for job_id in lost:
+                    log.warning("job %d: lease lost; another worker may run it again", job_id)
+                if time.monotonic() - last_purge > PURGE_EVERY:
+                    last_purge = time.monotonic()
+                    self.queue.purge(self.window)
+            except Exception as exc:
+                log.error("heartbeat failed: %s", exc)
+
+
+_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_pools):
+        pool._after_fork()
+
+
+def _stop_all() -> None:
+    # At exit (gunicorn's SIGTERM ends the worker's loop, then the interpreter exits): let
+    # running jobs finish; gunicorn's graceful timeout bounds the wait with SIGKILL.
+    for pool in list(_pools):
+        if pool.started:
+            pool.stop()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_stop_all)
