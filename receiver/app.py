@@ -7,6 +7,13 @@ Settings (environment variables, or keys of the ``config`` mapping):
 ``RECEIVER_MAX_BODY``      the body size cap in bytes, default 1 MiB
 ``RECEIVER_HANDLERS``      comma-separated module names to import, which register handlers
 ``RECEIVER_LOG_LEVEL``     the ``receiver`` logger's level, default ``INFO`` (one line a request)
+``RECEIVER_QUEUE``         where events wait for handlers: ``sqlite:///PATH`` (default under
+                           ``$XDG_DATA_HOME/receiver``), ``redis://HOST:PORT/DB``, or ``sync``
+``RECEIVER_WORKERS``       handler threads per process, default 2; 0: only queue
+``RECEIVER_HANDLER_ATTEMPTS``  runs of one job before it is dead, default 5
+``RECEIVER_HANDLER_BACKOFF``   the first retry's delay in seconds, default 2
+``RECEIVER_LEASE``         seconds a running job may go without a heartbeat, default 30
+``RECEIVER_DEDUP_WINDOW``  seconds during which the same event id is a duplicate, default 86400
 """
 
 from __future__ import annotations
@@ -14,8 +21,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import math
+import os
 import sys
 import time
+import traceback
 import typing as t
 
 from flask import Config, Flask, Response, jsonify
@@ -23,7 +33,10 @@ from werkzeug.exceptions import HTTPException
 
 from . import signals
 from .auth import AuthConfigError, HeaderAuth, parse_auth_headers
-from .blueprint import bp, printable
+from .blueprint import bp
+from .jobs import Queue, QueueError, open_queue
+from .jobs.worker import Pool
+from .text import printable
 
 __all__ = ["ConfigError", "Receiver", "ReceiverState", "create_app"]
 
@@ -44,6 +57,12 @@ class ReceiverState:
     path: str
     auth: HeaderAuth
     max_body: int
+    #: ``None`` in ``sync`` mode: handlers run in the request.
+    queue: Queue | None = None
+    #: The worker threads of this process; ``None`` in ``sync`` mode.
+    pool: Pool | None = None
+    #: Seconds during which the same event id is a duplicate.
+    window: float = 86400.0
 
 
 _UNSET: t.Any = object()
@@ -82,8 +101,17 @@ class Receiver:
             auth_headers=self.auth_headers,
             max_body=self.max_body,
         )
+        if state.queue is not None:
+            from .runner import make_pool
+
+            state = dataclasses.replace(state, pool=make_pool(app, state.queue, app.config))
         app.extensions["receiver"] = state
         app.register_blueprint(bp, url_prefix=state.path)
+        if state.pool is not None:
+            if _in_gunicorn_master():
+                state.pool.start_after_fork = True  # --preload: each worker starts its own
+            else:
+                state.pool.start()
         if state.auth.enabled:
             log.info(
                 "receiver on %s checks auth headers: %s",
@@ -114,7 +142,50 @@ def _state_from(config: t.Mapping[str, t.Any], **given: t.Any) -> ReceiverState:
         auth = HeaderAuth(parse_auth_headers(setting("auth_headers", None)))
     except AuthConfigError as exc:
         raise ConfigError(str(exc)) from None
-    return ReceiverState(path=path.rstrip("/") or "/", auth=auth, max_body=max_body)
+    url = config.get("RECEIVER_QUEUE")
+    queue = None
+    if url != "sync":
+        try:
+            queue = open_queue(url)
+        except QueueError as exc:
+            raise ConfigError(str(exc)) from None
+    window = number(config, "RECEIVER_DEDUP_WINDOW", 86400, minimum=0)
+    return ReceiverState(path=path.rstrip("/") or "/", auth=auth, max_body=max_body,
+                         queue=queue, window=window)
+
+
+def number(config: t.Mapping[str, t.Any], key: str, default: float, *, minimum: float,
+           integer: bool = False, above: bool = False) -> t.Any:
+    """The numeric setting *key*, checked: at least *minimum* (or above it)."""
+    value = config.get(key, default)
+    if isinstance(value, str):
+        try:
+            value = float(value) if not integer else int(value)
+        except ValueError:
+            pass
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and integer and value != int(value):
+        ok = False
+    if ok and (value <= minimum if above else value < minimum):
+        ok = False
+    if not ok:
+        kind = "a whole number" if integer else "a number"
+        bound = f"above {minimum:g}" if above else f"at least {minimum:g}"
+        raise ConfigError(f"{key} must be {kind} {bound}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _in_gunicorn_master() -> bool:
+    """Whether gunicorn's arbiter is loading the app before it forks (``--preload``)."""
+    arbiter = sys.modules.get("gunicorn.arbiter")
+    if arbiter is None:
+        return False
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is arbiter.Arbiter.setup.__code__:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
 
 
 def load_config(config: t.Mapping[str, t.Any] | None = None) -> dict[str, t.Any]:
@@ -187,17 +258,49 @@ def _import_handlers(setting: t.Any) -> list[str]:
     for name in names:
         try:
             importlib.import_module(name)
-        except ImportError as exc:
-            raise ConfigError(f"RECEIVER_HANDLERS: cannot import {name!r}: {exc}") from exc
+        except Exception as exc:  # a syntax error, a bad pattern, an unknown action ...
+            raise ConfigError(
+                f"RECEIVER_HANDLERS: cannot import {name!r}: {_describe_error(exc)}"
+            ) from exc
     return names
+
+
+def _describe_error(exc: BaseException) -> str:
+    """One line for an import's failure: the error and where in the user's code it was."""
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg} ({exc.filename}, line {exc.lineno})"
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, ImportError) and exc.__traceback__ is None:
+        return text
+    here = os.path.dirname(__file__)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith(here) and "importlib" not in f.filename]
+    if frames:
+        text += f" ({frames[-1].filename}, line {frames[-1].lineno})"
+    return " ".join(text.split())
 
 
 def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
     """The receiver as a Flask app, configured from ``RECEIVER_*`` and then *config*.
 
     Imports the ``RECEIVER_HANDLERS`` modules (with none, every event is logged), mounts the
-    endpoint, and adds ``GET /healthz``.
+    endpoint, starts the worker threads, and adds ``GET /healthz`` and ``GET /readyz``.
+
+    :raises ConfigError: a setting is wrong or a handler module fails to import. Called by
+        gunicorn as ``receiver:create_app()``, it prints that one line and exits with
+        status 3 instead, which stops gunicorn rather than restarting workers forever.
     """
+    try:
+        return _create_app(config)
+    except ConfigError as exc:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller.startswith("gunicorn."):
+            print(f"receiver: configuration error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(3)
+        raise
+
+
+def _create_app(config: t.Mapping[str, t.Any] | None) -> Flask:
     app = Flask("receiver")
     app.config.update(load_config(config))
     _configure_logging(app.config.get("RECEIVER_LOG_LEVEL"))
@@ -208,7 +311,20 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
 
     @app.get("/healthz")
     def healthz() -> Response:
+        """Liveness: the process answers."""
         return jsonify(status="ok")
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        """Readiness: the queue can be read and written now (503 with the reason if not)."""
+        queue = app.extensions["receiver"].queue
+        if queue is None:
+            return jsonify(status="ready", queue="sync"), 200
+        try:
+            queue.check()
+        except Exception as exc:
+            return jsonify(status="unavailable", queue=queue.url, error=str(exc)), 503
+        return jsonify(status="ready", queue=queue.url), 200
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:

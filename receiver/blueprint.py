@@ -1,7 +1,8 @@
-"""The HTTP endpoint: guard, auth, schema, dispatch, and the status code of each outcome.
+"""The HTTP endpoint: guard, auth, schema, then the queue (or the handlers, in ``sync`` mode).
 
-Status codes (DESIGN.md): 2xx accepted; 400 not JSON / not UTF-8; 401 auth; 413 too large;
-415 not a JSON content type; 422 not a valid event; 500 only when a handler failed.
+Status codes (DESIGN.md): 202 queued; 200 a duplicate, the ping, or ``sync`` mode done;
+400 not JSON / not UTF-8; 401 auth; 413 too large; 415 not a JSON content type; 422 not a
+valid event; 503 the queue cannot be reached; 500 only in ``sync`` mode, when a handler failed.
 Per-app settings live in ``app.extensions["receiver"]``, put there by :class:`Receiver`.
 """
 
@@ -9,33 +10,43 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 import typing as t
 
 from flask import Blueprint, Request, Response, current_app, request
 
 from . import signals
-from .dispatch import dispatch, send_isolated
+from .dispatch import dispatch, matching_handlers, send_isolated
+from .events import Event
+from .jobs import EventRecord, QueueUnavailable
 from .schemas import UnknownAction, ValidationError, load_event
+from .text import printable
 
 if t.TYPE_CHECKING:
+    from flask import Flask
+
     from .app import ReceiverState
 
 log = logging.getLogger("receiver")
 
 bp = Blueprint("receiver", __name__)
 
+#: How many of a 422's field errors the answer lists; the rest are counted.
+MAX_ERRORS = 20
+
+
+class Rejection(Exception):
+    """A step refuses the request: the status, the reason (never a secret) and extra keys."""
+
+    def __init__(self, status: int, reason: str, **extra: t.Any) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.extra = extra
+
 
 def _reject_constant(name: str) -> t.NoReturn:
     raise ValueError(f"{name} is not valid JSON")
-
-
-def printable(value: t.Any) -> str:
-    """*value* for a log line: as is when printable, else its repr, so that a newline in a
-    repository name or type cannot forge log lines."""
-    text = str(value)
-    return text if text.isprintable() else repr(text)
 
 
 def _json(payload: t.Any, status: int) -> Response:
@@ -43,16 +54,50 @@ def _json(payload: t.Any, status: int) -> Response:
     return Response(json.dumps(payload), status=status, mimetype="application/json")
 
 
-# A JSON escape of a UTF-16 surrogate; pairs decode to one character, lone ones to none.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+def has_lone_surrogate(data: t.Any) -> bool:
+    """Whether any string in *data* (keys included) holds a lone UTF-16 surrogate.
 
-
-def _has_lone_surrogate(data: t.Any) -> bool:
-    try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
+    Walks with a stack, not recursion: a body nested as deep as ``json.loads`` allows must
+    not turn this check into a RecursionError.
+    """
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
+
+
+def bounded_messages(messages: t.Any, limit: int = MAX_ERRORS) -> tuple[t.Any, int]:
+    """The first *limit* field errors of marshmallow's *messages*, in its nested shape, and
+    the total count, so that a body with thousands of bad items gets a small answer."""
+    count = 0
+
+    def walk(node: t.Any) -> t.Any:
+        nonlocal count
+        if isinstance(node, dict):
+            out = {}
+            for key, value in node.items():
+                kept = walk(value)
+                if kept is not None:
+                    out[key] = kept
+            return out or None
+        if isinstance(node, list) and all(isinstance(m, str) for m in node):
+            count += len(node)
+            keep = max(0, limit - (count - len(node)))
+            return node[:keep] or None
+        count += 1
+        return node if count <= limit else None
+
+    return walk(messages) or {}, count
 
 
 class _LengthRequired(Exception):
@@ -98,85 +143,146 @@ def _read_body(req: Request, limit: int) -> bytes | None:
 def webhook() -> Response:
     """Receive one delivery from the registry."""
     started = time.perf_counter()
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
     state: ReceiverState = app.extensions["receiver"]
-
-    def reject(status: int, reason: str, **extra: t.Any) -> Response:
-        send_isolated(signals.request_rejected, app, status=status, reason=reason)
-        log.warning(
-            "rejected status=%d reason=%s duration=%.1fms",
-            status, reason, (time.perf_counter() - started) * 1e3,
-        )
-        return _json({"error": reason, **extra}, status)
-
     try:
-        body = _read_body(req, state.max_body)
+        body = read_body(req, state.max_body)
+        if not body.strip():
+            # The registry's "test endpoint" button: an empty POST, sent without auth headers.
+            log.info("ping status=200 duration=%.1fms", (time.perf_counter() - started) * 1e3)
+            return _json({"ping": True}, 200)
+        check_content_type(req)
+        problem = state.auth.check(req.headers)
+        if problem is not None:
+            raise Rejection(401, problem)
+        text, data = decode(body)
+        try:
+            event = load(data)
+        except UnknownAction as unknown:
+            return ignore(app, unknown, started)
+        if state.queue is None:
+            return run_now(app, event, started)
+        return enqueue(app, state, event, text, started)
+    except Rejection as rejection:
+        send_isolated(signals.request_rejected, app, status=rejection.status,
+                      reason=rejection.reason)
+        log.warning(
+            "rejected status=%d reason=%s duration=%.1fms", rejection.status,
+            printable(rejection.reason), (time.perf_counter() - started) * 1e3,
+        )
+        return _json({"error": rejection.reason, **rejection.extra}, rejection.status)
+
+
+def read_body(req: Request, limit: int) -> bytes:
+    """The whole body, or a rejection: 411, 400 unreadable, 413 over *limit*."""
+    try:
+        body = _read_body(req, limit)
     except _LengthRequired:
-        return reject(411, "chunked body without Content-Length: this server cannot read it; "
-                      "send Content-Length or run under gunicorn")
+        raise Rejection(411, "chunked body without Content-Length: this server cannot read "
+                        "it; send Content-Length or run under gunicorn") from None
     except _Unreadable as exc:
-        return reject(400, f"body could not be read ({exc})")
+        raise Rejection(400, f"body could not be read ({exc})") from None
     if body is None:
-        return reject(413, f"body is larger than the limit of {state.max_body} bytes")
-    if not body.strip():
-        # The registry's "test endpoint" button: an empty POST, sent without auth headers.
-        log.info("ping status=200 duration=%.1fms", (time.perf_counter() - started) * 1e3)
-        return _json({"ping": True}, 200)
+        raise Rejection(413, f"body is larger than the limit of {limit} bytes")
+    return body
+
+
+def check_content_type(req: Request) -> None:
+    """415 unless the body is ``application/json`` or ``application/*+json``."""
     mimetype = req.mimetype
     if mimetype != "application/json" and not (
         mimetype.startswith("application/") and mimetype.endswith("+json")
     ):
-        return reject(
-            415, f"content type must be application/json, not {mimetype or '(none)'}"
-        )
-    problem = state.auth.check(req.headers)
-    if problem is not None:
-        return reject(401, problem)
+        raise Rejection(415, f"content type must be application/json, not {mimetype or '(none)'}")
 
+
+def decode(body: bytes) -> tuple[str, t.Any]:
+    """The body as text and as decoded JSON, or a 400 naming what is wrong."""
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        return reject(400, f"body is not UTF-8 (invalid byte at offset {exc.start})")
+        raise Rejection(400, f"body is not UTF-8 (invalid byte at offset {exc.start})") from None
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
-        return reject(400, "body is not valid JSON: nested too deeply")
+        raise Rejection(400, "body is not valid JSON: nested too deeply") from None
     except ValueError as exc:
-        return reject(400, f"body is not valid JSON: {exc}")
-    if "\\u" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
-        return reject(400, "body is not valid JSON text: it escapes a lone UTF-16 surrogate")
+        raise Rejection(400, f"body is not valid JSON: {exc}") from None
+    if "\\u" in text and has_lone_surrogate(data):
+        raise Rejection(400, "body is not valid JSON text: it escapes a lone UTF-16 surrogate")
+    return text, data
 
+
+def load(data: t.Any) -> Event:
+    """The typed event, or a 422 listing the first field errors (or 400 if too deep)."""
     try:
-        event = load_event(data)
-    except UnknownAction as unknown:
-        send_isolated(signals.event_ignored, app, action=unknown.action, data=unknown.data)
-        log.info(
-            "ignored type=%s status=202 duration=%.1fms",
-            printable(unknown.action), (time.perf_counter() - started) * 1e3,
-        )
-        return _json({"ignored": True, "type": unknown.action, "handlers": 0}, 202)
+        return load_event(data)
     except ValidationError as exc:
-        return reject(422, "body is not a valid event", messages=exc.messages)
+        messages, count = bounded_messages(exc.messages)
+        extra: dict[str, t.Any] = {"messages": messages}
+        if count > MAX_ERRORS:
+            extra["errors"] = count
+        raise Rejection(422, "body is not a valid event", **extra) from None
     except RecursionError:
-        return reject(400, "body is nested too deeply")
+        raise Rejection(400, "body is nested too deeply") from None
 
+
+def ignore(app: Flask, unknown: UnknownAction, started: float) -> Response:
+    """202 for a well-formed body of a type this version does not know; no handler runs."""
+    send_isolated(signals.event_ignored, app, action=unknown.action, data=unknown.data)
+    log.info("ignored type=%s status=202 duration=%.1fms", printable(unknown.action),
+             (time.perf_counter() - started) * 1e3)
+    return _json({"ignored": True, "type": unknown.action, "handlers": 0}, 202)
+
+
+def run_now(app: Flask, event: Event, started: float) -> Response:
+    """``sync`` mode: run the handlers in the request; 500 when one failed."""
     outcome = dispatch(app, event)
     status = 500 if outcome.failed else 200
-    level = logging.ERROR if outcome.failed else logging.INFO
-    if log.isEnabledFor(level):
-        # The request line is on every request's path: build the record directly, skipping
-        # Logger.findCaller's stack walk (a few percent of a request under gunicorn).
-        log.handle(log.makeRecord(
-            log.name, level, __file__, 0,
-            "%s %s tags=%s status=%d handlers=%d duration=%.1fms",
-            (event.action, printable(event.repository.full_name),
-             printable(",".join(event.tags) or "-"),
-             status, outcome.ran, (time.perf_counter() - started) * 1e3),
-            None, "webhook",
-        ))
+    _log_request(event, status, outcome.ran, started, logging.ERROR if outcome.failed else logging.INFO)
     answer: dict[str, t.Any] = {"action": event.action, "handlers": outcome.ran}
     if outcome.failed:
         answer["error"] = "handler failed"
         answer["failed"] = outcome.failed
     return _json(answer, status)
+
+
+def enqueue(app: Flask, state: ReceiverState, event: Event, text: str, started: float) -> Response:
+    """Queue the event and a job per matching handler (202), or answer 200 for a duplicate."""
+    assert state.queue is not None
+    handlers = matching_handlers(app, event)
+    record = EventRecord(event.id, event.action, event.repository.full_name, event.tags, text)
+    try:
+        submitted = state.queue.submit(record, handlers, state.window)
+    except QueueUnavailable as exc:
+        log.error("cannot queue %s %s: %s", event.action,
+                  printable(event.repository.full_name), exc)
+        raise Rejection(503, "the queue is unavailable; retry later") from None
+    if submitted.duplicate:
+        send_isolated(signals.event_duplicate, app, event=event)
+        _log_request(event, 200, 0, started, logging.INFO, duplicate=True)
+        return _json({"action": event.action, "event_id": event.id, "duplicate": True,
+                      "handlers": 0}, 200)
+    if state.pool is not None:
+        state.pool.notify()
+    send_isolated(signals.event_received, app, event=event)
+    _log_request(event, 202, len(submitted.job_ids), started, logging.INFO)
+    return _json({"action": event.action, "event_id": event.id,
+                  "handlers": len(submitted.job_ids)}, 202)
+
+
+def _log_request(event: Event, status: int, handlers: int, started: float, level: int,
+                 duplicate: bool = False) -> None:
+    if not log.isEnabledFor(level):
+        return
+    # The request line is on every request's path: build the record directly, skipping
+    # Logger.findCaller's stack walk (a few percent of a request under gunicorn).
+    log.handle(log.makeRecord(
+        log.name, level, __file__, 0,
+        "%s %s tags=%s status=%d handlers=%d duration=%.1fms event=%s%s",
+        (event.action, printable(event.repository.full_name),
+         printable(",".join(event.tags) or "-"), status, handlers,
+         (time.perf_counter() - started) * 1e3, event.id, " duplicate" if duplicate else ""),
+        None, "webhook",
+    ))

@@ -1,22 +1,38 @@
 """Handlers: ``on(...)`` registration, filtering, and calling each handler in isolation.
 
 ``on()`` is sugar over :mod:`receiver.signals`: it connects a filtering wrapper to the
-action's signal. :func:`dispatch` calls the receivers one by one, so one that raises does not
-stop the others, and signals each failure. Nothing here knows about HTTP.
+action's signal. :func:`matching_handlers` says which receivers an event is for (the jobs the
+queue makes); :func:`call_handler` runs one; :func:`dispatch` runs them all in the request
+(``sync`` mode), one by one, so one that raises does not stop the others. Nothing here knows
+about HTTP or the queue.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import inspect
 import logging
 import typing as t
+import weakref
 
 from . import signals
 from .events import ACTIONS, Event
 from .matcher import repository_fullmatch, tag_fullmatch
 from .rules import select_resources
+from .text import printable
 
-__all__ = ["Handler", "Outcome", "dispatch", "off", "on", "send_isolated"]
+__all__ = [
+    "Handler",
+    "Outcome",
+    "call_handler",
+    "dispatch",
+    "find_handler",
+    "matching_handlers",
+    "off",
+    "on",
+    "send_isolated",
+]
 
 log = logging.getLogger("receiver")
 
@@ -33,7 +49,7 @@ class Handler:
     with the event alone, or returns :data:`SKIPPED` when a filter says no.
     """
 
-    __slots__ = ("fn", "actions", "namespace", "repository", "tag")
+    __slots__ = ("fn", "actions", "namespace", "repository", "tag", "name")
 
     def __init__(
         self,
@@ -48,19 +64,27 @@ class Handler:
         self.namespace = namespace
         self.repository = repository
         self.tag = tag
+        #: The handler's name in jobs and answers: ``module.qualname``, with ``#2``, ``#3``
+        #: for further registrations of the same function, in registration order.
+        self.name = describe(fn)
         # Compiled now, so a malformed pattern fails at registration, not on an event.
         if repository:
             repository_fullmatch(repository)
         if tag:
             tag_fullmatch(tag)
 
-    def __call__(self, sender: t.Any, event: Event, **extra: t.Any) -> t.Any:
+    def select(self, event: Event) -> Event | None:
+        """*event* narrowed to the resources this handler's filters keep, or ``None``."""
         resources = select_resources(
             event, namespace=self.namespace, repository=self.repository, tag=self.tag
         )
-        if resources is None:
+        return None if resources is None else event.with_resources(resources)
+
+    def __call__(self, sender: t.Any, event: Event, **extra: t.Any) -> t.Any:
+        selected = self.select(event)
+        if selected is None:
             return SKIPPED
-        return self.fn(event.with_resources(resources))
+        return self.fn(selected)
 
     def __repr__(self) -> str:
         filters = ", ".join(
@@ -72,8 +96,20 @@ class Handler:
 _registered: dict[t.Callable[..., t.Any], list[Handler]] = {}
 
 
+ActionSpec = t.Union[str, type[Event]]
+
+
+def _action_name(spec: t.Any) -> str:
+    if isinstance(spec, type) and issubclass(spec, Event) and spec.action:
+        return spec.action
+    if isinstance(spec, str) and spec in ACTIONS:
+        return spec
+    raise ValueError(f"unknown action {spec!r}; expected one of: {', '.join(ACTIONS)}, "
+                     "or an event class such as PushImage")
+
+
 def on(
-    action_or_actions: str | t.Iterable[str],
+    action_or_actions: ActionSpec | t.Iterable[ActionSpec],
     *,
     namespace: str | None = None,
     repository: str | None = None,
@@ -84,7 +120,8 @@ def on(
     Works from any module, before any app exists. The function is called with the event as
     its only argument, and only when every filter given matches:
 
-    :param action_or_actions: a wire name such as ``"pushImage"``, or several.
+    :param action_or_actions: a wire name such as ``"pushImage"``, an event class such as
+        :class:`~receiver.events.PushImage`, or several of either.
     :param namespace: the repository's namespace, exactly.
     :param repository: a repository pattern, relative to the namespace (``/app*/**``).
     :param tag: a tag pattern; the handler gets an event carrying only the matching
@@ -92,16 +129,20 @@ def on(
     :raises ValueError: an unknown action.
     :raises PatternError: a malformed pattern.
     """
-    actions = (action_or_actions,) if isinstance(action_or_actions, str) else tuple(action_or_actions)
-    namespace = namespace or None  # "" means every namespace, as in a trigger rule
-    if not actions:
+    single = isinstance(action_or_actions, (str, type))
+    specs = (action_or_actions,) if single else tuple(action_or_actions)  # type: ignore[arg-type]
+    if not specs:
         raise ValueError("on() needs at least one action")
-    for action in actions:
-        if action not in ACTIONS:
-            raise ValueError(f"unknown action {action!r}; expected one of: {', '.join(ACTIONS)}")
+    actions = tuple(dict.fromkeys(_action_name(spec) for spec in specs))
+    namespace = namespace or None  # "" means every namespace, as in a trigger rule
 
     def decorator(fn: F) -> F:
+        if not callable(fn):
+            raise TypeError(f"on() decorates a function, not {type(fn).__name__}")
         handler = Handler(fn, actions, namespace, repository or None, tag or None)
+        earlier = _registered.get(fn, [])
+        if earlier:
+            handler.name = f"{handler.name}#{len(earlier) + 1}"
         for action in actions:
             signals.action_signals[action].connect(handler, weak=False)
         _registered.setdefault(fn, []).append(handler)
@@ -130,30 +171,110 @@ class Outcome:
 
 
 def describe(fn: t.Any) -> str:
-    """A handler's name for logs and answers: ``module.qualname``."""
+    """A handler's name for logs, jobs and answers: ``module.qualname``."""
     if isinstance(fn, Handler):
-        fn = fn.fn
+        return fn.name
     module = getattr(fn, "__module__", None)
     name = getattr(fn, "__qualname__", None) or repr(fn)
     return f"{module}.{name}" if module else name
 
 
+def call_handler(receiver: t.Any, sender: t.Any, event: Event) -> t.Any:
+    """Call one receiver of an action's signal with *event*; await it if it is ``async``.
+
+    Returns what it returned, or :data:`SKIPPED` when its filters do not match.
+    """
+    result = receiver(sender, event=event)
+    if inspect.iscoroutine(result):
+        result = asyncio.run(result)
+    return result
+
+
+def matching_handlers(sender: t.Any, event: Event) -> list[str]:
+    """The names of the handlers that *event* is for, in registration order: one job each.
+
+    A handler registered with :func:`on` counts when its filters match; any other receiver
+    of the action's signal always counts.
+    """
+    names = []
+    for receiver in _receivers(signals.action_signals[event.action], sender):
+        if isinstance(receiver, Handler):
+            if receiver.select(event) is not None:
+                names.append(receiver.name)
+        else:
+            names.append(describe(receiver))
+    return names
+
+
+def find_handler(sender: t.Any, action: str, name: str) -> t.Any | None:
+    """The receiver of *action*'s signal called *name* in this process, or ``None``."""
+    for receiver in _receivers(signals.action_signals[action], sender):
+        if describe(receiver) == name:
+            return receiver
+    return None
+
+
+def _receivers(signal: t.Any, sender: t.Any) -> list[t.Any]:
+    # blinker keeps receivers in a set; order them as they were connected, so that every
+    # process names and runs them alike.
+    order = {id(r): i for i, r in enumerate(_connected(signal))}
+    return sorted(signal.receivers_for(sender), key=lambda r: order.get(id(r), len(order)))
+
+
+def _connected(signal: t.Any) -> t.Iterator[t.Any]:
+    for ref in signal.receivers.values():  # weak references, or the receivers themselves
+        receiver = ref() if isinstance(ref, weakref.ref) else ref
+        if receiver is not None:
+            yield receiver
+
+
+def run_isolated(receiver: t.Any, sender: t.Any, event: Event) -> tuple[bool, BaseException | None]:
+    """Call *receiver* as :func:`call_handler` does, catching whatever it raises.
+
+    Returns ``(ran, exception)``: ``ran`` is false when its filters skipped the event.
+    Any exception counts as the handler's failure, ``SystemExit`` and ``KeyboardInterrupt``
+    included: a handler cannot stop the server. (gunicorn's own quit marks its worker as
+    stopping before it raises, so the worker still stops once this request is answered.)
+    """
+    try:
+        result = call_handler(receiver, sender, event)
+    except BaseException as exc:  # noqa: BLE001  (isolation, see above)
+        return True, exc
+    return result is not SKIPPED, None
+
+
+def log_failure(name: str, event: Event, exc: BaseException, what: str = "") -> None:
+    """One error line for a failed handler, with its traceback; untrusted text escaped."""
+    log.error(
+        "handler %s failed on %s %s%s", name, event.action,
+        printable(event.repository.full_name), what, exc_info=exc,
+    )
+
+
 def _call_each(signal: t.Any, sender: t.Any, event: Event, outcome: Outcome, count: bool) -> None:
-    for receiver in list(signal.receivers_for(sender)):
-        try:
-            result = receiver(sender, event=event)
-        except Exception as exc:  # isolation: one handler's failure never stops the others
+    for receiver in _receivers(signal, sender):
+        ran, exc = run_isolated(receiver, sender, event)
+        if exc is not None:
             fn = receiver.fn if isinstance(receiver, Handler) else receiver
             outcome.ran += count
-            outcome.failed.append(describe(fn))
-            log.error(
-                "handler %s failed on %s %s", describe(fn), event.action,
-                event.repository.full_name, exc_info=exc,
-            )
-            send_isolated(signals.handler_failed, sender, handler=fn, event=event, exception=exc)
-        else:
-            if result is not SKIPPED:
-                outcome.ran += count
+            outcome.failed.append(describe(receiver))
+            log_failure(describe(receiver), event, exc)
+            send_isolated(signals.handler_failed, sender, handler=fn, event=event, exception=exc,
+                          attempt=1, final=True)
+        elif ran:
+            outcome.ran += count
+
+
+def dispatch(sender: t.Any, event: Event) -> Outcome:
+    """Send *event* on ``event_received``, then call the action's handlers one by one
+    (``sync`` mode: the handlers run in the request).
+
+    :param sender: the Flask app (or whatever the signals should be sent from).
+    """
+    outcome = Outcome()
+    _call_each(signals.event_received, sender, event, outcome, count=False)
+    _call_each(signals.action_signals[event.action], sender, event, outcome, count=True)
+    return outcome
 
 
 def send_isolated(signal: t.Any, sender: t.Any, **kwargs: t.Any) -> None:
@@ -163,14 +284,3 @@ def send_isolated(signal: t.Any, sender: t.Any, **kwargs: t.Any) -> None:
             receiver(sender, **kwargs)
         except Exception:
             log.exception("receiver %s of signal %r failed", describe(receiver), signal.name)
-
-
-def dispatch(sender: t.Any, event: Event) -> Outcome:
-    """Send *event* on ``event_received``, then call the action's handlers one by one.
-
-    :param sender: the Flask app (or whatever the signals should be sent from).
-    """
-    outcome = Outcome()
-    _call_each(signals.event_received, sender, event, outcome, count=False)
-    _call_each(signals.action_signals[event.action], sender, event, outcome, count=True)
-    return outcome

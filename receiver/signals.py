@@ -16,6 +16,7 @@ __all__ = [
     "delete_chart",
     "delete_image",
     "download_chart",
+    "event_duplicate",
     "event_ignored",
     "event_received",
     "handler_failed",
@@ -29,7 +30,13 @@ _signals = Namespace()
 
 event_received = _signals.signal(
     "event-received",
-    doc="Every valid event, before its handlers run. Keyword: ``event``.",
+    doc="Every valid event that is accepted (not a duplicate), before its handlers run. "
+    "Keyword: ``event``.",
+)
+event_duplicate = _signals.signal(
+    "event-duplicate",
+    doc="An event whose id was queued within RECEIVER_DEDUP_WINDOW; no job runs. "
+    "Keyword: ``event``.",
 )
 push_image = _signals.signal("pushImage", doc="An image was pushed. Keyword: ``event``.")
 pull_image = _signals.signal("pullImage", doc="An image was pulled. Keyword: ``event``.")
@@ -46,7 +53,8 @@ event_ignored = _signals.signal(
 )
 handler_failed = _signals.signal(
     "handler-failed",
-    doc="A handler raised. Keywords: ``handler`` (the function), ``event`` and ``exception``.",
+    doc="A handler raised. Keywords: ``handler`` (the function), ``event``, ``exception``, "
+    "``attempt`` (1 for the first run) and ``final`` (true when no retry follows).",
 )
 request_rejected = _signals.signal(
     "request-rejected",

@@ -30,12 +30,33 @@ def _forget_handlers() -> t.Iterator[None]:
         off(fn)
 
 
-@pytest.fixture()
-def app(monkeypatch: pytest.MonkeyPatch):
+@pytest.fixture(autouse=True)
+def _own_data_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test touches the user's default queue or store: XDG_DATA_HOME is a fresh directory,
+    and RECEIVER_* variables of the shell running pytest are ignored."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg")))
     for key in list(os.environ):
         if key.startswith("RECEIVER_"):
             monkeypatch.delenv(key)
-    return create_app({"RECEIVER_AUTH_HEADERS": {"Authentication": ["old-secret", SECRET]}})
+
+
+@pytest.fixture(autouse=True)
+def _stop_pools() -> t.Iterator[None]:
+    """Worker threads started by apps made during a test end with it."""
+    from receiver.jobs import worker
+
+    before = set(worker._pools)
+    yield
+    for pool in set(worker._pools) - before:
+        pool.stop(timeout=10)
+        pool.queue.close()
+
+
+@pytest.fixture()
+def app():
+    """The receiver in ``sync`` mode: handlers run in the request, as in the first version."""
+    return create_app({"RECEIVER_AUTH_HEADERS": {"Authentication": ["old-secret", SECRET]},
+                       "RECEIVER_QUEUE": "sync"})
 
 
 @pytest.fixture()

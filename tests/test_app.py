@@ -8,7 +8,8 @@ import pytest
 from flask import Flask
 
 from receiver import ConfigError, Receiver, create_app
-from receiver.testing import capture_events, make_body
+from receiver.schemas import event_id
+from receiver.testing import capture_events, make_body, run_jobs
 
 
 def test_settings_come_from_the_environment(monkeypatch):
@@ -21,7 +22,7 @@ def test_settings_come_from_the_environment(monkeypatch):
     assert client.post("/webhook", data=body, content_type="application/json").status_code == 404
     assert client.post("/hooks/tcr", data=body, content_type="application/json").status_code == 401
     assert client.post("/hooks/tcr", data=body, content_type="application/json",
-                       headers={"X-Token": "b"}).status_code == 200
+                       headers={"X-Token": "b"}).status_code == 202
     assert client.post("/hooks/tcr", data=" " * 3000 + body, content_type="application/json",
                        headers={"X-Token": "b"}).status_code == 413
 
@@ -39,12 +40,17 @@ def test_handler_modules_are_imported(monkeypatch, tmp_path):
         "from receiver import on\nseen = []\non('pushImage')(seen.append)\n")
     (tmp_path / "my_handlers_b.py").write_text("X = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    app = create_app({"RECEIVER_HANDLERS": "my_handlers_a, my_handlers_b"})
-    resp = app.test_client().post("/webhook", json=make_body())
-    assert resp.get_json() == {"action": "pushImage", "handlers": 1}
+    app = create_app({"RECEIVER_HANDLERS": "my_handlers_a, my_handlers_b",
+                      "RECEIVER_WORKERS": 0})
+    body = make_body()
+    resp = app.test_client().post("/webhook", json=body)
+    assert (resp.status_code, resp.get_json()) == (
+        202, {"action": "pushImage", "event_id": event_id(body), "handlers": 1})
     import my_handlers_a  # type: ignore[import-not-found]
 
-    assert len(my_handlers_a.seen) == 1
+    assert my_handlers_a.seen == []  # queued, not yet run
+    assert [job.status for job in run_jobs(app)] == ["succeeded"]
+    assert len(my_handlers_a.seen) == 1 and my_handlers_a.seen[0].id == event_id(body)
 
 
 @pytest.mark.parametrize("config, message", [
@@ -53,6 +59,15 @@ def test_handler_modules_are_imported(monkeypatch, tmp_path):
     ({"RECEIVER_MAX_BODY": "lots"}, "RECEIVER_MAX_BODY must be a positive number of bytes"),
     ({"RECEIVER_MAX_BODY": 0}, "RECEIVER_MAX_BODY must be a positive number of bytes"),
     ({"RECEIVER_AUTH_HEADERS": '{"A": "topsecret"'}, "got text that is not JSON"),
+    ({"RECEIVER_QUEUE": "postgres://db/x"}, "is not a queue URL: use sqlite:///PATH"),
+    ({"RECEIVER_QUEUE": "redis://:topsecret@h/0x"}, "write a Redis queue as redis://"),
+    ({"RECEIVER_QUEUE": "sqlite://q.db"}, "write an SQLite queue as sqlite:///PATH"),
+    ({"RECEIVER_WORKERS": -1}, "RECEIVER_WORKERS must be a whole number at least 0, got -1"),
+    ({"RECEIVER_WORKERS": "two"}, "RECEIVER_WORKERS must be a whole number at least 0"),
+    ({"RECEIVER_HANDLER_ATTEMPTS": 0}, "RECEIVER_HANDLER_ATTEMPTS must be a whole number at least 1"),
+    ({"RECEIVER_HANDLER_BACKOFF": "NaN"}, "RECEIVER_HANDLER_BACKOFF must be a number at least 0"),
+    ({"RECEIVER_LEASE": 0}, "RECEIVER_LEASE must be a number above 0"),
+    ({"RECEIVER_DEDUP_WINDOW": -5}, "RECEIVER_DEDUP_WINDOW must be a number at least 0"),
 ])
 def test_bad_settings_fail_at_start_with_the_setting_named(config, message):
     """A wrong setting stops start-up with a message naming it, and no secret."""
@@ -77,7 +92,7 @@ def test_extension_mounts_in_an_existing_app():
         assert client.post("/registry/events", json=make_body()).status_code == 401
         resp = client.post("/registry/events", json=make_body(),
                            headers={"Authorization": "Bearer t"})
-    assert resp.status_code == 200
+    assert resp.status_code == 202
     assert [e.action for e in events] == ["pushImage"]
 
 
@@ -88,7 +103,7 @@ def test_one_extension_serves_several_apps():
     second.config["RECEIVER_AUTH_HEADERS"] = {"X-Key": "k"}
     ext.init_app(first)
     ext.init_app(second)
-    assert first.test_client().post("/hook", json=make_body()).status_code == 200
+    assert first.test_client().post("/hook", json=make_body()).status_code == 202
     assert second.test_client().post("/hook", json=make_body()).status_code == 401
     assert not hasattr(ext, "app")
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import socket
 import stat
+import subprocess
+import sys
 import textwrap
 
 import pytest
 
 from conftest import SECRET
+from receiver.schemas import event_id
 from receiver.testing import make_body
-from servers import ROOT, gunicorn, post
+from servers import ROOT, gunicorn, post, wait_for
 
 RECORDER = textwrap.dedent('''
     import json, os
@@ -22,7 +26,7 @@ RECORDER = textwrap.dedent('''
     def record(event):
         with open(os.environ["RECORD_FILE"], "a") as f:
             f.write(json.dumps({"action": event.action, "repo": event.repository.full_name,
-                                "tags": list(event.tags)}) + "\\n")
+                                "tags": list(event.tags), "id": event.id}) + "\\n")
 
     @on("deleteChart")
     def broken(event):
@@ -36,8 +40,9 @@ def server(tmp_path_factory):
     (tmp / "recording_handlers.py").write_text(RECORDER)
     record = tmp / "record.jsonl"
     env = {"RECEIVER_HANDLERS": "recording_handlers", "RECORD_FILE": str(record),
-           "RECEIVER_AUTH_HEADERS": json.dumps({"Authentication": SECRET})}
-    with gunicorn(env, tmp, workers=2) as (url, log):
+           "RECEIVER_AUTH_HEADERS": json.dumps({"Authentication": SECRET}),
+           "RECEIVER_HANDLER_ATTEMPTS": "2", "RECEIVER_HANDLER_BACKOFF": "0.05"}
+    with gunicorn(env, tmp, workers=2) as (url, log, _):
         yield url, record, log
 
 
@@ -45,12 +50,15 @@ def records(path: pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_seed_body_reaches_the_handler(server, seed_body):
-    """The documented body, posted over HTTP with the header, runs the user's handler."""
+def test_seed_body_is_queued_and_reaches_the_handler(server, seed_body):
+    """The documented body, posted with the header, is answered 202 and runs the handler."""
     url, record, log = server
     status, answer = post(url + "/webhook", seed_body, {"Authentication": SECRET})
-    assert (status, answer) == (200, {"action": "pushImage", "handlers": 1})
-    assert {"action": "pushImage", "repo": "public/nginx", "tags": ["v1.10.0"]} in records(record)
+    eid = event_id(json.loads(seed_body))
+    assert (status, answer) == (202, {"action": "pushImage", "event_id": eid, "handlers": 1})
+    wait_for(lambda: any(r["id"] == eid for r in records(record)), what="the handler's record")
+    assert {"action": "pushImage", "repo": "public/nginx", "tags": ["v1.10.0"],
+            "id": eid} in records(record)
 
 
 def test_refusals_over_http(server):
@@ -65,13 +73,35 @@ def test_refusals_over_http(server):
     assert len(records(record)) == before
 
 
-def test_failed_handler_answers_500_and_others_still_run(server):
-    """A handler raising under gunicorn gives the registry a 500; the recorder still ran."""
+def test_the_same_body_three_times_across_two_workers_runs_once(server):
+    """A registry retrying the same bytes 3 times, over new connections that two gunicorn
+    workers share, gets one 202 and two duplicates; the handler runs once."""
+    url, record, log = server
+    body = json.dumps(make_body("pushImage", "prod/once", ["v9"])).encode()
+    answers = [post(url + "/webhook", body, {"Authentication": SECRET}) for _ in range(3)]
+    eid = event_id(json.loads(body))
+    assert answers[0] == (202, {"action": "pushImage", "event_id": eid, "handlers": 1})
+    assert answers[1:] == [(200, {"action": "pushImage", "event_id": eid, "duplicate": True,
+                                  "handlers": 0})] * 2
+    wait_for(lambda: any(r["id"] == eid for r in records(record)))
+    # Give a wrongly queued second job every chance to run before counting.
+    post(url + "/webhook", make_body("pushImage", "prod/after", ["v1"]), {"Authentication": SECRET})
+    wait_for(lambda: any(r["repo"] == "prod/after" for r in records(record)))
+    assert [r["id"] for r in records(record)].count(eid) == 1
+
+
+def test_a_failing_handler_does_not_run_its_sibling_again(server):
+    """One handler failing is retried alone until dead; the recorder ran once, and the log
+    says each attempt failed without the secret."""
     url, record, log = server
     status, answer = post(url + "/webhook", make_body("deleteChart", "charts/web", ["1.0.0"]),
                           {"Authentication": SECRET})
-    assert status == 500 and answer["handlers"] == 2
-    assert {"action": "deleteChart", "repo": "charts/web", "tags": ["1.0.0"]} in records(record)
+    assert status == 202 and answer["handlers"] == 2
+    wait_for(lambda: "attempt 2 of 2, dead" in log.read_text(), what="the job to be dead")
+    text = log.read_text()
+    assert "handler recording_handlers.broken failed on deleteChart charts/web" in text
+    assert "attempt 1 of 2, will retry" in text
+    assert [r["repo"] for r in records(record)].count("charts/web") == 1
 
 
 def test_log_has_a_line_per_request_and_no_secret(server):
@@ -79,31 +109,70 @@ def test_log_has_a_line_per_request_and_no_secret(server):
     url, record, log = server
     post(url + "/webhook", make_body("pushImage", "ns/logged", ["t1"]), {"Authentication": SECRET})
     post(url + "/webhook", make_body(), {"Authentication": "not-" + SECRET})
+    wait_for(lambda: "pushImage ns/logged tags=t1 status=202 handlers=1 duration=" in log.read_text())
     text = log.read_text()
-    assert "pushImage ns/logged tags=t1 status=200 handlers=1 duration=" in text
     assert "rejected status=401 reason=wrong value for auth header 'Authentication'" in text
     assert SECRET not in text
 
 
+def test_healthz_and_readyz(server):
+    """/healthz is alive; /readyz says the queue is ready."""
+    url, record, log = server
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/readyz", timeout=5) as resp:
+        answer = json.loads(resp.read())
+    assert answer["status"] == "ready" and answer["queue"].startswith("sqlite:///")
+
+
+def test_sync_mode_answers_500_when_a_handler_failed(tmp_path):
+    """RECEIVER_QUEUE=sync runs handlers in the request, as the first version did: 500 when
+    one failed, and the other still ran."""
+    (tmp_path / "recording_handlers.py").write_text(RECORDER)
+    record = tmp_path / "record.jsonl"
+    env = {"RECEIVER_HANDLERS": "recording_handlers", "RECORD_FILE": str(record),
+           "RECEIVER_QUEUE": "sync"}
+    with gunicorn(env, tmp_path) as (url, log, _):
+        status, answer = post(url + "/webhook", make_body("deleteChart", "charts/web", ["1.0.0"]))
+        ok = post(url + "/webhook", make_body("pushImage", "ns/ok", ["v1"]))
+    assert status == 500 and answer["handlers"] == 2
+    assert answer["failed"] == ["recording_handlers.broken"]
+    assert ok == (200, {"action": "pushImage", "handlers": 1})
+    assert [r["repo"] for r in records(record)] == ["charts/web", "ns/ok"]
+
+
+def fake_program(bin_dir: pathlib.Path, name: str, script: str) -> None:
+    """An executable *name* on *bin_dir* running the shell *script*."""
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / name
+    fake.write_text("#!/bin/sh\n" + script)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+
+
 def test_example_deploy_on_push_runs_kubectl(tmp_path):
     """examples/deploy_on_push.py runs `kubectl set image` with the digest for a v* push."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     calls = tmp_path / "kubectl-calls"
-    fake = bin_dir / "kubectl"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    fake_program(tmp_path / "bin", "kubectl", f'echo "$@" >> {calls}\n')
     env = {"RECEIVER_HANDLERS": "deploy_on_push", "DEPLOY_NAMESPACE": "prod",
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+           "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     digest = "sha256:" + "d" * 64
-    with gunicorn(env, tmp_path, paths=[ROOT / "examples"]) as (url, log):
+    with gunicorn(env, tmp_path, paths=[ROOT / "examples"]) as (url, log, _):
         ok = post(url + "/webhook", make_body("pushImage", "prod/team/api", ["v1.4.0", "latest"],
                                               digest=digest, host="reg.io"))
         skipped = post(url + "/webhook", make_body("pushImage", "staging/api", ["v2"]))
-    assert ok == (200, {"action": "pushImage", "handlers": 1})
-    assert skipped == (200, {"action": "pushImage", "handlers": 0})
+        wait_for(calls.exists, what="kubectl to be called")
+    assert ok[0] == 202 and ok[1]["handlers"] == 1
+    assert skipped[0] == 202 and skipped[1]["handlers"] == 0
     assert calls.read_text().splitlines() == [
         f"set image deployment/api api=reg.io/prod/team/api@{digest}"]
+
+
+def _answer(sock: socket.socket) -> str:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
 
 
 def test_chunked_bodies(tmp_path, seed_body):
@@ -120,34 +189,48 @@ def test_chunked_bodies(tmp_path, seed_body):
         finally:
             conn.close()
 
-    with gunicorn({"RECEIVER_MAX_BODY": "1000"}, tmp_path) as (url, log):
+    with gunicorn({"RECEIVER_MAX_BODY": "1000"}, tmp_path) as (url, log, _):
         host, port = url.removeprefix("http://").split(":")
-        assert send([seed_body[:100], seed_body[100:]]) == (200, {"action": "pushImage", "handlers": 0})
+        status, answer = send([seed_body[:100], seed_body[100:]])
+        assert (status, answer["action"], answer["handlers"]) == (202, "pushImage", 0)
         assert send([b" " * 600] * 4) == (413, {"error": "body is larger than the limit of 1000 bytes"})
 
         # A malformed chunk size is the client's mistake: 400, not a 500.
-        import socket
-
         with socket.create_connection((host, int(port)), timeout=10) as sock:
             sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
-            answer = sock.recv(65536).decode()
+                         b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+            answer = _answer(sock)
         assert answer.startswith("HTTP/1.1 400 "), answer
         assert "body could not be read" in answer
 
 
-def test_bad_setting_stops_gunicorn_with_one_line(tmp_path):
-    """A wrong RECEIVER_* setting stops gunicorn (exit 3) with one clear line, no traceback."""
-    import subprocess
-    import sys
-
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")},
-           "RECEIVER_MAX_BODY": "lots", "PYTHONPATH": str(ROOT)}
+@pytest.mark.parametrize("app", ["wsgi:app", "receiver:create_app()"])
+@pytest.mark.parametrize("env, message", [
+    pytest.param({"RECEIVER_MAX_BODY": "lots"},
+                 "RECEIVER_MAX_BODY must be a positive number of bytes, got 'lots'", id="setting"),
+    pytest.param({"RECEIVER_HANDLERS": "broken_syntax"},
+                 "RECEIVER_HANDLERS: cannot import 'broken_syntax': SyntaxError: ", id="syntax"),
+    pytest.param({"RECEIVER_HANDLERS": "bad_pattern"},
+                 "RECEIVER_HANDLERS: cannot import 'bad_pattern': PatternError: unclosed '{' at "
+                 "position 1 in '/{a'", id="pattern"),
+    pytest.param({"RECEIVER_HANDLERS": "bad_action"},
+                 "RECEIVER_HANDLERS: cannot import 'bad_action': ValueError: unknown action "
+                 "'push'", id="action"),
+])
+def test_bad_setting_stops_gunicorn_with_one_line(tmp_path, app, env, message):
+    """A wrong setting or a handler module that fails to import stops gunicorn (exit 3) with
+    one line naming it, no traceback, whichever way gunicorn loads the app."""
+    (tmp_path / "broken_syntax.py").write_text("def f(:\n")
+    (tmp_path / "bad_pattern.py").write_text(
+        "from receiver import on\non('pushImage', repository='/{a')(print)\n")
+    (tmp_path / "bad_action.py").write_text("from receiver import on\non('push')(print)\n")
+    full = {**{k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}, **env,
+            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+            "XDG_DATA_HOME": str(tmp_path / "xdg")}
     proc = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "wsgi:app", "-b", "127.0.0.1:0", "--chdir", str(ROOT)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "gunicorn", app, "-b", "127.0.0.1:0", "--chdir", str(ROOT)],
+        env=full, cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 3
-    assert ("receiver: configuration error: RECEIVER_MAX_BODY must be a positive number of bytes,"
-            " got 'lots'") in proc.stderr
+    assert f"receiver: configuration error: {message}" in proc.stderr
     assert "Traceback" not in proc.stderr
