@@ -21,6 +21,8 @@ from .matcher import PatternError, repository_fullmatch, tag_fullmatch
 from .events import ACTIONS, Event, build_event
 from .rules import DEFAULT_ACTIONS, RuleError, TriggerRule, parse_header
 from .sender import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, MAX_SECONDS, Sender
+from .jobs import JOB_STATUSES, Job, Queue, QueueError, QueueUnavailable, open_queue
+from .jobs.base import iso
 from .store import STATUSES, Delivery, NotFound, Store, default_db_path
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
@@ -84,6 +86,9 @@ class _Group(click.Group):
         except sqlite3.Error as exc:
             click.echo(f"error: the store failed: {exc}", err=True)
             sys.exit(1)
+        except QueueUnavailable as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
         except UnicodeEncodeError:
             click.echo("error: an argument is not valid UTF-8 text", err=True)
             sys.exit(2)
@@ -110,6 +115,7 @@ def main(ctx: click.Context, db: str | None) -> None:
     Manage rules:         receiver rules create NAME --url URL ...
     Fire an event:        receiver emit pushImage prod/app:v1
     Read the trigger log: receiver logs
+    See handler jobs:     receiver jobs --status dead
 
     The receiver itself runs under gunicorn: `gunicorn wsgi:app`.
     """
@@ -513,6 +519,165 @@ def logs(ctx: click.Context, rule: str | None, status: str | None, limit: int, a
         table.append((d.task_id, d.rule or "-", d.action, d.repository, ",".join(d.tags) or "-",
                       d.status, d.http_status or "-", d.attempts, d.created_at, d.error or ""))
     _print_table(table)
+
+
+# --- the receiver's queue ------------------------------------------------------------------
+
+_queue_option = click.option(
+    "--queue", "queue_url", envvar="RECEIVER_QUEUE", show_envvar=True, metavar="URL",
+    help="The receiver's queue: sqlite:///PATH or redis://HOST:PORT/DB "
+         "[default: sqlite under $XDG_DATA_HOME/receiver].")
+
+
+def _queue(ctx: click.Context, url: str | None) -> Queue:
+    """The queue at *url*, opened once per command."""
+    if url == "sync":
+        raise UserError("RECEIVER_QUEUE is 'sync': handlers run in the request and there is no "
+                        "queue; give --queue URL")
+    try:
+        queue = open_queue(url)
+    except QueueError as exc:
+        raise UserError(str(exc)) from None
+    ctx.call_on_close(queue.close)
+    return queue
+
+
+@main.command()
+@click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True,
+              help="Jobs run at once.")
+@_queue_option
+@click.pass_context
+def worker(ctx: click.Context, threads: int, queue_url: str | None) -> None:
+    """Run the receiver's handler jobs in the foreground, until Ctrl-C or SIGTERM.
+
+    For servers started with RECEIVER_WORKERS=0, which only queue. It imports
+    RECEIVER_HANDLERS and reads the same RECEIVER_* settings as the server (attempts,
+    backoff, lease). On Ctrl-C or SIGTERM it stops taking jobs, lets the running ones
+    finish, and leaves the rest queued.
+    """
+    from .app import ConfigError, create_app
+    from .runner import make_pool
+
+    queue = _queue(ctx, queue_url)
+    overrides = {"RECEIVER_QUEUE": queue.url, "RECEIVER_WORKERS": 0}
+    try:
+        app = create_app(overrides)
+        pool = make_pool(app, app.extensions["receiver"].queue, {**app.config, **overrides,
+                                                                  "RECEIVER_WORKERS": threads})
+    except ConfigError as exc:
+        raise UserError(f"configuration error: {exc}") from None
+    app.extensions["receiver"].queue.check()
+    pool.start()
+    click.echo(f"worker: {threads} thread(s) on {queue.url}; Ctrl-C to stop", err=True)
+    try:
+        threading.Event().wait()
+    except (KeyboardInterrupt, _Terminated):
+        click.echo("worker: stopping; waiting for the running jobs", err=True)
+    finally:
+        pool.stop()
+    click.echo("worker: stopped", err=True)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--status", type=click.Choice(JOB_STATUSES), help="Only jobs with this status.")
+@click.option("--event", "event_id", metavar="ID", help="Only the jobs of this event id.")
+@click.option("--handler", metavar="NAME", help="Only jobs of this handler (module.function).")
+@click.option("--limit", type=click.IntRange(1, 100000), default=20, show_default=True,
+              help="At most this many jobs, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
+@_queue_option
+@click.pass_context
+def jobs(ctx: click.Context, status: str | None, event_id: str | None, handler: str | None,
+         limit: int, as_json: bool, queue_url: str | None) -> None:
+    """List the receiver's handler jobs, newest first; `jobs show` and `jobs retry` below.
+
+    \b
+      receiver jobs --status dead
+      receiver jobs show 12
+      receiver jobs retry --dead
+    """
+    ctx.ensure_object(dict)["queue_url"] = queue_url
+    if ctx.invoked_subcommand is not None:
+        return
+    found = _queue(ctx, queue_url).jobs(status=status, event_id=event_id, handler=handler,
+                                        limit=limit)
+    if as_json:
+        emit_json([job.to_json() for job in found])
+        return
+    if not found:
+        click.echo("no jobs" + (" for that selection" if status or event_id or handler else ""),
+                   err=True)
+        return
+    table = [("JOB", "EVENT", "HANDLER", "ACTION", "REPOSITORY", "TAGS", "STATUS", "ATTEMPTS",
+              "UPDATED", "ERROR")]
+    for job in found:
+        table.append((job.job_id, job.event_id[:12], job.handler, job.action, job.repository,
+                      ",".join(job.tags) or "-", job.status, job.attempts, iso(job.updated_at),
+                      job.error or ""))
+    _print_table(table)
+
+
+def _queue_of(ctx: click.Context, queue_url: str | None) -> Queue:
+    return _queue(ctx, queue_url or ctx.obj.get("queue_url"))
+
+
+@jobs.command("show")
+@click.argument("job_id", type=click.IntRange(1, 2**63 - 1))
+@click.option("--json", "as_json", is_flag=True, help="Print the job, its event's body included.")
+@_queue_option
+@click.pass_context
+def jobs_show(ctx: click.Context, job_id: int, as_json: bool, queue_url: str | None) -> None:
+    """Show one job: its handler, status, attempts, last error and the event's body."""
+    job = _queue_of(ctx, queue_url).job(job_id)
+    if job is None:
+        raise UserError(f"no job {job_id}")
+    body = _body(job)
+    if as_json:
+        emit_json({**job.to_json(), "body": body})
+        return
+    for key, value in job.to_json().items():
+        if key == "tags":
+            value = ",".join(value) or "-"
+        click.echo(f"{key + ':':12} {'-' if value is None else value}")
+    if job.status == "queued" and job.run_at is not None:
+        click.echo(f"{'next run:':12} {iso(job.run_at)}")
+    click.echo("body:")
+    click.echo(json.dumps(body, indent=2, ensure_ascii=False))
+
+
+def _body(job: Job) -> t.Any:
+    try:
+        return json.loads(job.body or "null")
+    except ValueError:
+        return job.body
+
+
+@jobs.command("retry")
+@click.argument("job_ids", nargs=-1, type=click.IntRange(1, 2**63 - 1), metavar="JOB_ID...")
+@click.option("--dead", "every_dead", is_flag=True, help="Queue every dead job again.")
+@_queue_option
+@click.pass_context
+def jobs_retry(ctx: click.Context, job_ids: tuple[int, ...], every_dead: bool,
+               queue_url: str | None) -> None:
+    """Queue dead jobs again with their attempts reset: JOB_ID... or --dead for all.
+
+    A running server or `receiver worker` picks them up within a second.
+    """
+    if bool(job_ids) == every_dead:
+        raise UserError("give JOB_ID... or --dead, not both")
+    queue = _queue_of(ctx, queue_url)
+    queued = queue.requeue(None if every_dead else job_ids)
+    for job_id in queued:
+        click.echo(f"job {job_id} queued again")
+    if every_dead and not queued:
+        click.echo("no dead jobs", err=True)
+    missed = [job_id for job_id in job_ids if job_id not in queued]
+    for job_id in missed:
+        job = queue.job(job_id)
+        reason = "no such job" if job is None else f"it is {job.status}, not dead"
+        click.echo(f"error: job {job_id} not queued again: {reason}", err=True)
+    if missed:
+        raise SystemExit(1)
 
 
 def _print_table(rows: list[tuple[t.Any, ...]]) -> None:
