@@ -253,8 +253,10 @@ def enqueue(app: Flask, state: ReceiverState, event: Event, text: str, started: 
     assert state.queue is not None
     handlers = matching_handlers(app, event)
     record = EventRecord(event.id, event.action, event.repository.full_name, event.tags, text)
+    pool = state.pool
     try:
-        submitted = state.queue.submit(record, handlers, state.window)
+        submitted = state.queue.submit(record, handlers, state.window,
+                                       pool.hold() if pool is not None and handlers else None)
     except QueueUnavailable as exc:
         log.error("cannot queue %s %s: %s", event.action,
                   printable(event.repository.full_name), exc)
@@ -264,8 +266,8 @@ def enqueue(app: Flask, state: ReceiverState, event: Event, text: str, started: 
         _log_request(event, 200, 0, started, logging.INFO, duplicate=True)
         return _json({"action": event.action, "event_id": event.id, "duplicate": True,
                       "handlers": 0}, 200)
-    if state.pool is not None:
-        state.pool.notify()
+    if submitted.claims:
+        pool.accept(submitted.claims, event)  # type: ignore[union-attr]
     send_isolated(signals.event_received, app, event=event)
     _log_request(event, 202, len(submitted.job_ids), started, logging.INFO)
     return _json({"action": event.action, "event_id": event.id,

@@ -52,8 +52,14 @@ def make_pool(app: Flask, queue: Queue, config: t.Mapping[str, t.Any]) -> Pool:
     def on_done(claim: Claim, error: BaseException | None, final: bool, seconds: float) -> None:
         pool = app.extensions["receiver"].pool
         if error is None:
-            log.info("job %d %s %s succeeded attempt=%d duration=%.1fms", claim.job_id,
-                     claim.handler, claim.action, claim.attempts, seconds * 1e3)
+            if log.isEnabledFor(logging.INFO):
+                # One line per job: built directly, as the request line is (no stack walk).
+                log.handle(log.makeRecord(
+                    log.name, logging.INFO, __file__, 0,
+                    "job %d %s %s succeeded attempt=%d duration=%.1fms",
+                    (claim.job_id, claim.handler, claim.action, claim.attempts, seconds * 1e3),
+                    None, "job",
+                ))
             return
         try:
             event: Event | None = _event(claim)
@@ -81,4 +87,6 @@ def make_pool(app: Flask, queue: Queue, config: t.Mapping[str, t.Any]) -> Pool:
 
 
 def _event(claim: Claim) -> Event:
+    if claim.event is not None:
+        return t.cast(Event, claim.event)
     return load_event(json.loads(claim.body))

@@ -189,3 +189,28 @@ def test_check_and_unreachable(tmp_path):
     with pytest.raises(QueueUnavailable) as err:
         down.check()
     assert "hunter2" not in str(err.value)
+
+
+def test_submit_can_hold_the_jobs_for_this_process(queue):
+    """With hold, the jobs start claimed by the owner (attempt 1); another worker cannot take
+    them, and released ones go back to the queue without the attempt counted."""
+    done = queue.submit(record(), ["m.a", "m.b"], window=60, hold=("me", 30))
+    assert [c.handler for c in done.claims] == ["m.a", "m.b"]
+    assert {(c.owner, c.attempts) for c in done.claims} == {("me", 1)}
+    assert queue.claim("other", lease=30) is None
+    assert queue.succeed_all([done.claims[0]]) == []
+    queue.release([done.claims[1]])
+    job = queue.job(done.claims[1].job_id)
+    assert (job.status, job.attempts) == ("queued", 0)
+    again = queue.claim("other", lease=30)
+    assert (again.job_id, again.attempts) == (done.claims[1].job_id, 1)
+
+
+def test_held_jobs_of_a_dead_process_are_taken_over(queue):
+    """Held jobs whose owner stops renewing the lease are taken over like any claim."""
+    done = queue.submit(record(), ["m.a"], window=60, hold=("gone", 0.1))
+    time.sleep(0.15)
+    again = queue.claim("other", lease=30)
+    assert again.job_id == done.job_ids[0] and again.attempts == 2
+    assert queue.succeed_all([done.claims[0], again]) == [done.job_ids[0]]
+    assert queue.job(again.job_id).status == "succeeded"

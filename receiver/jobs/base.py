@@ -55,10 +55,12 @@ class EventRecord:
 
 @dataclasses.dataclass(frozen=True)
 class Submitted:
-    """What :meth:`Queue.submit` did: nothing for a duplicate, else the jobs it queued."""
+    """What :meth:`Queue.submit` did: nothing for a duplicate, else the jobs it queued, and
+    the claims on them when it was asked to hold them for this process's workers."""
 
     duplicate: bool
     job_ids: tuple[int, ...] = ()
+    claims: tuple[Claim, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Claim:
 
     :param owner: the lease's token; only its holder can finish the job.
     :param attempts: the runs so far, this one included.
+    :param event: the event already loaded from *body*, when this process queued it.
     """
 
     job_id: int
@@ -76,6 +79,7 @@ class Claim:
     body: str
     attempts: int
     owner: str
+    event: t.Any = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,9 +131,19 @@ class Queue(abc.ABC):
     url: str
 
     @abc.abstractmethod
-    def submit(self, event: EventRecord, handlers: t.Sequence[str], window: float) -> Submitted:
+    def submit(self, event: EventRecord, handlers: t.Sequence[str], window: float,
+               hold: tuple[str, float] | None = None) -> Submitted:
         """Record *event* and one queued job per handler, in one atomic step, unless an
-        event with the same id was submitted within *window* seconds (a duplicate)."""
+        event with the same id was submitted within *window* seconds (a duplicate).
+
+        :param hold: ``(owner, lease)``: create the jobs already claimed by *owner* (their
+            first attempt), so that this process's workers run them without claiming; if
+            the process dies, the lease runs out and any worker takes them over.
+        """
+
+    @abc.abstractmethod
+    def release(self, claims: t.Iterable[Claim]) -> None:
+        """Give back held claims that never ran: queued again, the attempt not counted."""
 
     @abc.abstractmethod
     def claim(self, owner: str, lease: float) -> Claim | None:
@@ -141,8 +155,13 @@ class Queue(abc.ABC):
         """Extend the leases of *claims* still held; returns the ids of those lost."""
 
     @abc.abstractmethod
+    def succeed_all(self, claims: t.Sequence[Claim]) -> list[int]:
+        """Mark the jobs succeeded, in one step; returns the ids whose lease was lost
+        (those are left as they are)."""
+
     def succeed(self, claim: Claim) -> bool:
-        """Mark the job succeeded; ``False`` (and no change) when the lease was lost."""
+        """Mark one job succeeded; ``False`` (and no change) when the lease was lost."""
+        return not self.succeed_all([claim])
 
     @abc.abstractmethod
     def retry_later(self, claim: Claim, error: str, delay: float) -> bool:

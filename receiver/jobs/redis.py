@@ -33,20 +33,28 @@ local function secs(ms) return string.format('%.3f', ms / 1000) end
 """
 
 _SCRIPTS = {
-    # ARGV: event_id, action, repository, tags, body, window_ms, handlers... → {0} or {1, ids...}
+    # ARGV: event_id, action, repository, tags, body, window_ms, owner, lease_ms, handlers...
+    # → {0} or {1, ids...}; with an owner ('' for none) the jobs start claimed by it
     "submit": """
 local seen = redis.call('GET', p .. 'seen:' .. ARGV[2])
 if seen and tonumber(seen) >= now - tonumber(ARGV[7]) then return {0} end
 if tonumber(ARGV[7]) > 0 then redis.call('SET', p .. 'seen:' .. ARGV[2], now, 'PX', ARGV[7]) end
+local owner = ARGV[8]
 local ids = {1}
-for i = 8, #ARGV do
+for i = 10, #ARGV do
   local id = redis.call('INCR', p .. 'next_id')
-  redis.call('HSET', p .. 'job:' .. id, 'event_id', ARGV[2], 'action', ARGV[3],
+  local key = p .. 'job:' .. id
+  redis.call('HSET', key, 'event_id', ARGV[2], 'action', ARGV[3],
     'repository', ARGV[4], 'tags', ARGV[5], 'body', ARGV[6], 'handler', ARGV[i],
     'status', 'queued', 'attempts', 0, 'created_at', secs(now), 'updated_at', secs(now),
     'run_at', secs(now))
   redis.call('ZADD', p .. 'jobs', id, id)
-  redis.call('ZADD', p .. 'queued', secs(now), id)
+  if owner ~= '' then
+    redis.call('HSET', key, 'status', 'running', 'attempts', 1, 'owner', owner)
+    redis.call('ZADD', p .. 'running', secs(now + tonumber(ARGV[9])), id)
+  else
+    redis.call('ZADD', p .. 'queued', secs(now), id)
+  end
   ids[#ids + 1] = id
 end
 return ids
@@ -102,6 +110,38 @@ else
   redis.call('ZADD', p .. 'succeeded', secs(now), ARGV[2])
 end
 return 1
+""",
+    # ARGV: id, owner pairs → the ids whose lease was lost
+    "succeed": """
+local lost = {}
+for i = 2, #ARGV, 2 do
+  local key = p .. 'job:' .. ARGV[i]
+  local f = redis.call('HMGET', key, 'status', 'owner')
+  if f[1] == 'running' and f[2] == ARGV[i + 1] then
+    redis.call('ZREM', p .. 'running', ARGV[i])
+    redis.call('HDEL', key, 'owner')
+    redis.call('HSET', key, 'status', 'succeeded', 'updated_at', secs(now))
+    redis.call('ZADD', p .. 'succeeded', secs(now), ARGV[i])
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost
+""",
+    # ARGV: id, owner pairs: held claims that never ran go back to the queue
+    "release": """
+for i = 2, #ARGV, 2 do
+  local key = p .. 'job:' .. ARGV[i]
+  local f = redis.call('HMGET', key, 'status', 'owner')
+  if f[1] == 'running' and f[2] == ARGV[i + 1] then
+    redis.call('ZREM', p .. 'running', ARGV[i])
+    redis.call('HDEL', key, 'owner')
+    redis.call('HINCRBY', key, 'attempts', -1)
+    redis.call('HSET', key, 'status', 'queued', 'run_at', secs(now), 'updated_at', secs(now))
+    redis.call('ZADD', p .. 'queued', secs(now), ARGV[i])
+  end
+end
+return 0
 """,
     # ARGV: ids... (none: every dead job) → the ids queued
     "requeue": """
@@ -209,12 +249,24 @@ class RedisQueue(Queue):
 
     # -- the request's side --------------------------------------------------------------
 
-    def submit(self, event: EventRecord, handlers: t.Sequence[str], window: float) -> Submitted:
+    def submit(self, event: EventRecord, handlers: t.Sequence[str], window: float,
+               hold: tuple[str, float] | None = None) -> Submitted:
+        owner, lease = hold or ("", 0.0)
         done = self._run("submit", event.event_id, event.action, event.repository,
-                         json.dumps(list(event.tags)), event.body, _ms(window), *handlers)
+                         json.dumps(list(event.tags)), event.body, _ms(window), owner,
+                         _ms(lease), *handlers)
         if not done[0]:
             return Submitted(duplicate=True)
-        return Submitted(duplicate=False, job_ids=tuple(int(i) for i in done[1:]))
+        ids = tuple(int(i) for i in done[1:])
+        claims = () if not owner else tuple(
+            Claim(i, event.event_id, event.action, h, event.body, 1, owner)
+            for i, h in zip(ids, handlers))
+        return Submitted(duplicate=False, job_ids=ids, claims=claims)
+
+    def release(self, claims: t.Iterable[Claim]) -> None:
+        pairs = [arg for c in claims for arg in (c.job_id, c.owner)]
+        if pairs:
+            self._run("release", *pairs)
 
     # -- the workers' side ---------------------------------------------------------------
 
@@ -233,8 +285,9 @@ class RedisQueue(Queue):
         extra = () if error is None else (one_line(error),)
         return self._run("finish", claim.job_id, claim.owner, status, _ms(delay), *extra) == 1
 
-    def succeed(self, claim: Claim) -> bool:
-        return self._finish(claim, "succeeded", None)
+    def succeed_all(self, claims: t.Sequence[Claim]) -> list[int]:
+        pairs = [arg for c in claims for arg in (c.job_id, c.owner)]
+        return [int(i) for i in self._run("succeed", *pairs)] if pairs else []
 
     def retry_later(self, claim: Claim, error: str, delay: float) -> bool:
         return self._finish(claim, "queued", error, delay)

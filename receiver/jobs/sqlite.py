@@ -7,6 +7,7 @@ process after a fork) opens its own connection.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pathlib
@@ -67,6 +68,10 @@ class SQLiteQueue(Queue):
         self._local = threading.local()
         self._ready = False
         self._ready_lock = threading.Lock()
+        # Writers queue on a lock file before BEGIN IMMEDIATE: the kernel wakes the next one
+        # the moment the lock is free, where SQLite's busy handler would sleep 1 ms or more.
+        self._write_lock = threading.Lock()
+        self._lock_fd: tuple[int, int] | None = None
 
     # -- connections -------------------------------------------------------------------
 
@@ -105,9 +110,33 @@ class SQLiteQueue(Queue):
                 conn.close()
             self._ready = True
 
+    def _lock_file(self) -> int:
+        held = self._lock_fd
+        if held is not None and held[1] == os.getpid():
+            return held[0]
+        try:
+            fd = os.open(f"{self.path}-lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise QueueUnavailable(f"the queue {self.url} cannot be opened: {exc}") from exc
+        self._lock_fd = (fd, os.getpid())
+        return fd
+
     def _run(self, fn: t.Callable[[sqlite3.Connection], t.Any], write: bool = True) -> t.Any:
         """Run *fn* in one transaction (``BEGIN IMMEDIATE`` for writes)."""
-        conn = self._connect()
+        if not write:
+            return self._transaction(fn, write)
+        conn = self._connect()  # creates the directory the lock file lives in
+        with self._write_lock:
+            fd = self._lock_file()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                return self._transaction(fn, write, conn)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _transaction(self, fn: t.Callable[[sqlite3.Connection], t.Any], write: bool,
+                     conn: sqlite3.Connection | None = None) -> t.Any:
+        conn = conn or self._connect()
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
@@ -130,11 +159,18 @@ class SQLiteQueue(Queue):
         if conn is not None and self._local.pid == os.getpid():
             conn.close()
         self._local = threading.local()
+        held, self._lock_fd = self._lock_fd, None
+        if held is not None and held[1] == os.getpid():
+            os.close(held[0])
+        self._write_lock = threading.Lock()  # a fork may have copied it held
 
     # -- the request's side --------------------------------------------------------------
 
-    def submit(self, event: EventRecord, handlers: t.Sequence[str], window: float) -> Submitted:
+    def submit(self, event: EventRecord, handlers: t.Sequence[str], window: float,
+               hold: tuple[str, float] | None = None) -> Submitted:
         now = time.time()
+        owner, lease_until = (hold[0], now + hold[1]) if hold else (None, None)
+        status, attempts = ("running", 1) if hold else ("queued", 0)
 
         def do(conn: sqlite3.Connection) -> Submitted:
             # A new id, or one last seen before the window: (re)record it. Otherwise the
@@ -152,12 +188,15 @@ class SQLiteQueue(Queue):
             ids = []
             for handler in handlers:
                 cur = conn.execute(
-                    "INSERT INTO jobs (event_id, handler, status, run_at, created_at, updated_at)"
-                    " VALUES (?, ?, 'queued', ?, ?, ?)",
-                    (event.event_id, handler, now, now, now),
+                    "INSERT INTO jobs (event_id, handler, status, attempts, run_at, owner, "
+                    "lease_until, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (event.event_id, handler, status, attempts, now, owner, lease_until, now, now),
                 )
                 ids.append(t.cast(int, cur.lastrowid))
-            return Submitted(duplicate=False, job_ids=tuple(ids))
+            claims = () if owner is None else tuple(
+                Claim(i, event.event_id, event.action, h, event.body, 1, owner)
+                for i, h in zip(ids, handlers))
+            return Submitted(duplicate=False, job_ids=tuple(ids), claims=claims)
 
         return t.cast(Submitted, self._run(do))
 
@@ -239,8 +278,31 @@ class SQLiteQueue(Queue):
 
         return bool(self._run(do))
 
-    def succeed(self, claim: Claim) -> bool:
-        return self._finish(claim, "succeeded", None, None)
+    def succeed_all(self, claims: t.Sequence[Claim]) -> list[int]:
+        now = time.time()
+
+        def do(conn: sqlite3.Connection) -> list[int]:
+            lost = []
+            for claim in claims:
+                cur = conn.execute(
+                    "UPDATE jobs SET status = 'succeeded', owner = NULL, lease_until = NULL, "
+                    "updated_at = ? WHERE job_id = ? AND owner = ? AND status = 'running'",
+                    (now, claim.job_id, claim.owner),
+                )
+                if cur.rowcount == 0:
+                    lost.append(claim.job_id)
+            return lost
+
+        return t.cast("list[int]", self._run(do)) if claims else []
+
+    def release(self, claims: t.Iterable[Claim]) -> None:
+        now = time.time()
+        rows = [(now, c.job_id, c.owner) for c in claims]
+        if rows:
+            self._run(lambda conn: conn.executemany(
+                "UPDATE jobs SET status = 'queued', attempts = attempts - 1, owner = NULL, "
+                "lease_until = NULL, run_at = ?1, updated_at = ?1 "
+                "WHERE job_id = ?2 AND owner = ?3 AND status = 'running'", rows))
 
     def retry_later(self, claim: Claim, error: str, delay: float) -> bool:
         return self._finish(claim, "queued", one_line(error), time.time() + delay)

@@ -8,6 +8,8 @@ with exponential backoff and jitter until the last attempt makes it ``dead``.
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import queue as queues
 import logging
 import os
 import random
@@ -29,6 +31,9 @@ MAX_BACKOFF = 600.0
 
 #: How often succeeded jobs and old dedup ids are purged.
 PURGE_EVERY = 300.0
+
+#: Successes recorded in one write, at most; a busy worker records them in batches.
+SUCCESS_BATCH = 32
 
 
 def backoff_delay(first: float, attempt: int) -> float:
@@ -74,11 +79,17 @@ class Pool:
         _pools.add(self)
 
     def _reset(self) -> None:
-        self._wake = threading.Condition()
+        # Held claims (see below), and None to wake a thread: a SimpleQueue hands one to
+        # one waiting thread without the lock traffic of a Condition.
+        self._inbox: queues.SimpleQueue[Claim | None] = queues.SimpleQueue()
         self._stopping = threading.Event()
         self._beat_stop = threading.Event()
         self._running: dict[int, Claim] = {}
         self._running_lock = threading.Lock()
+        # Jobs this process's requests queued already claimed for us (no claim needed), and
+        # successes not yet written: both still hold their leases, so the heartbeat renews them.
+        self._held: dict[int, Claim] = {}
+        self._succeeded: list[Claim] = []
         self._threads: list[threading.Thread] = []
         self._beat_thread: threading.Thread | None = None
         self._identity = f"{socket.gethostname()}/{os.getpid()}"
@@ -105,12 +116,16 @@ class Pool:
         """Stop taking jobs and wait up to *timeout* seconds (``None``: as long as it takes)
         for the running ones; the rest stay queued. Returns whether every thread ended."""
         self._stopping.set()
-        self.notify()
+        for _ in self._threads:
+            self.notify()
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             thread.join(left)
         ended = not any(thread.is_alive() for thread in self._threads)
+        if ended:
+            self._flush_successes()
+            self._release_held()
         if ended and self._beat_thread is not None:
             # Leases are renewed until the last running job has finished.
             self._beat_stop.set()
@@ -119,8 +134,27 @@ class Pool:
 
     def notify(self) -> None:
         """A job was queued in this process: wake an idle thread now."""
-        with self._wake:
-            self._wake.notify_all()
+        self._inbox.put(None)
+
+    def hold(self) -> tuple[str, float] | None:
+        """The ``hold`` for :meth:`Queue.submit` when this process's threads can take the new
+        jobs at once: saves them a claim each. ``None`` when they are busy or stopping, so
+        that any worker anywhere may take the jobs."""
+        if not self.started or self._stopping.is_set() or len(self._held) >= self.threads:
+            return None
+        return self._owner(), self.lease
+
+    def accept(self, claims: t.Iterable[Claim], event: t.Any = None) -> None:
+        """Run *claims*, which :meth:`Queue.submit` made for :meth:`hold`.
+
+        :param event: their event, already loaded, so that the workers need not load it again.
+        """
+        claims = [dataclasses.replace(c, event=event) for c in claims]
+        if not claims:
+            return
+        for claim in claims:
+            self._held[claim.job_id] = claim
+            self._inbox.put(claim)
 
     def _after_fork(self) -> None:
         # Threads do not survive fork(); a pool that ran (or was waiting for the fork that
@@ -143,6 +177,7 @@ class Pool:
             if claim is None:
                 break
             self._run(claim)
+            self._flush_successes()
             ran.append(claim.job_id)
         return ran
 
@@ -151,7 +186,26 @@ class Pool:
 
     def _work(self) -> None:
         failing = False
+        last_poll = 0.0
         while not self._stopping.is_set():
+            claim = None
+            # Held claims first, but look at the queue (retries, other processes' jobs, lost
+            # leases) at least every poll interval even while they keep coming.
+            if time.monotonic() - last_poll < self.poll:
+                try:
+                    claim = self._inbox.get(timeout=self.poll if not failing else 1.0)
+                except queues.Empty:
+                    pass
+                if self._stopping.is_set():
+                    if claim is not None:
+                        self._inbox.put(claim)  # given back by stop()
+                    break
+            if claim is not None:
+                self._held.pop(claim.job_id, None)
+                self._run(claim)
+                continue
+            self._flush_successes()
+            last_poll = time.monotonic()
             try:
                 claim = self.queue.claim(self._owner(), self.lease)
                 if failing:
@@ -161,16 +215,11 @@ class Pool:
                 if not failing:
                     log.error("cannot take jobs: %s", exc)
                     failing = True
-                claim = None
             except Exception:  # never let a worker thread die
                 log.exception("cannot take jobs from %s", self.queue.url)
-                claim = None
-            if claim is None:
-                with self._wake:
-                    if not self._stopping.is_set():
-                        self._wake.wait(self.poll if not failing else max(self.poll, 1.0))
-                continue
-            self._run(claim)
+            if claim is not None:
+                self._run(claim)
+                last_poll = 0.0  # there may be more
 
     def _run(self, claim: Claim) -> None:
         if claim.attempts > self.attempts:
@@ -192,8 +241,13 @@ class Pool:
                 self._running.pop(claim.job_id, None)
         seconds = time.perf_counter() - started
         final = False
+        kept: bool | None = True
         if error is None:
-            kept = self._record(claim, self.queue.succeed, claim)
+            with self._running_lock:
+                self._succeeded.append(claim)
+                full = len(self._succeeded) >= SUCCESS_BATCH
+            if full:
+                self._flush_successes()
         else:
             message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             final = claim.attempts >= self.attempts
@@ -221,6 +275,31 @@ class Pool:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    def _flush_successes(self) -> None:
+        """Write the successes not yet written, in one step."""
+        with self._running_lock:
+            batch, self._succeeded = self._succeeded, []
+        if not batch:
+            return
+        lost = self._record(batch[0], self.queue.succeed_all, batch)
+        for job_id in lost or ():
+            log.warning("job %d ran after its lease was lost; another worker has it now, so "
+                        "this run's outcome is dropped", job_id)
+
+    def _release_held(self) -> None:
+        while True:
+            try:
+                self._inbox.get_nowait()
+            except queues.Empty:
+                break
+        held, self._held = list(self._held.values()), {}
+        if held:
+            try:
+                self.queue.release(held)
+            except QueueUnavailable as exc:
+                log.error("could not give back %d job(s) (%s); they run again once their "
+                          "lease expires", len(held), exc)
+
     def _done(self, claim: Claim, error: BaseException | None, final: bool, seconds: float) -> None:
         if self.on_done is None:
             return
@@ -234,8 +313,10 @@ class Pool:
         interval = max(0.01, self.lease / 3)
         while not self._beat_stop.wait(interval):
             with self._running_lock:
-                claims = list(self._running.values())
+                claims = [*self._running.values(), *self._succeeded]
+            claims.extend(list(self._held.values()))
             try:
+                self._flush_successes()
                 lost = self.queue.heartbeat(claims, self.lease)
                 for job_id in lost:
                     log.warning("job %d: lease lost; another worker may run it again", job_id)
