@@ -1,26 +1,32 @@
 """Benchmark the receiver under gunicorn -w 2 and wrk against a bare Flask endpoint.
 
-Run:  pip install -e . && python bench/bench_receiver.py [--seconds 10] [--connections 8]
-Needs wrk (Debian: apt-get install wrk). Both servers get the same body, the same wrk
-settings and the same worker count, one after the other; the target is at least 0.95 of the
-bare endpoint's requests/s. It also prints the microseconds per body of json.loads alone
+Run:  pip install -e '.[redis]' && python bench/bench_receiver.py [--seconds 10] [--connections 8]
+Needs wrk and redis-server (Debian: apt-get install wrk redis-server). Every server gets the
+same stream of distinct push bodies (so none is a duplicate), the same wrk settings and the
+same worker count, in alternating rounds: bare Flask, the receiver in `sync` mode with a
+no-op handler, with the SQLite queue and with the Redis queue (queue targets: at least 0.8
+of bare Flask). Then, at 50 requests/s, the time from the 202 to the handler's start
+(target: median under 50 ms). It also prints the microseconds per body of json.loads alone
 and of the full load into an Event.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import timeit
+import typing as t
 import urllib.request
 
 HERE = pathlib.Path(__file__).parent
@@ -43,12 +49,49 @@ def wait(url: str, proc: subprocess.Popen) -> None:
     raise SystemExit(f"{url} did not start")
 
 
-def run_wrk(app: str, env: dict[str, str], port: int, args: argparse.Namespace, lua: str) -> float:
+def start_server(app: str, env: dict[str, str], port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", app, "-w", "2", "-b", f"127.0.0.1:{port}",
          "--chdir", str(ROOT), "--pythonpath", str(HERE), "--log-level", "warning"],
         env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    wait(f"http://127.0.0.1:{port}/healthz", proc)
+    return proc
+
+
+# Each request carries another occur_at, so every body is a new event, never a duplicate.
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authentication"] = "%(secret)s"
+local head, tail = %(head)s, %(tail)s
+local n = 0
+local base = 0
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("base", threads * 100000000 + math.random(0, 9999) * 10000)
+end
+function init(args)
+  base = wrk.thread:get("base") or 0
+end
+function request()
+  n = n + 1
+  return wrk.format(nil, nil, nil, head .. tostring(base + n) .. tail)
+end
+"""
+
+
+def lua_script(path: str) -> None:
+    head, _, rest = BODY.partition('"occur_at": ')
+    _, _, tail = rest.partition(",")
+    with open(path, "w") as f:
+        f.write(LUA % {"secret": SECRET, "head": json.dumps(head + '"occur_at": '),
+                       "tail": json.dumps("," + tail)})
+
+
+def run_wrk(app: str, env: dict[str, str], port: int, args: argparse.Namespace, lua: str) -> float:
+    proc = start_server(app, env, port)
     try:
         wait(f"http://127.0.0.1:{port}/healthz", proc)
         url = f"http://127.0.0.1:{port}/webhook"
@@ -66,6 +109,62 @@ def run_wrk(app: str, env: dict[str, str], port: int, args: argparse.Namespace, 
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
+def latency(env: dict[str, str], port: int, tmp: str, rate: float = 50.0,
+            count: int = 500) -> list[float]:
+    """Milliseconds from each 202 to its handler's start, at *rate* requests/s."""
+    import http.client
+
+    starts = os.path.join(tmp, f"starts-{port}")
+    proc = start_server("wsgi:app", {**env, "RECEIVER_HANDLERS": "latency_handlers",
+                                     "BENCH_STARTS": starts}, port)
+    answered: dict[str, float] = {}
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        head, _, rest = BODY.partition('"occur_at": ')
+        tail = rest.partition(",")[2]
+        began = time.monotonic()
+        for n in range(count):
+            time.sleep(max(0.0, began + n / rate - time.monotonic()))
+            body = f'{head}"occur_at": {1_600_000_000 + n},{tail}'
+            conn.request("POST", "/webhook", body, {"Content-Type": "application/json",
+                                                    "Authentication": SECRET})
+            resp = conn.getresponse()
+            answer = json.loads(resp.read())
+            answered[answer["event_id"]] = time.time()
+            if resp.status != 202:
+                raise SystemExit(f"latency run: {resp.status} {answer}")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with open(starts) as f:
+                seen = dict(line.split() for line in f if line.strip())
+            if len(seen) >= count:
+                break
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait()
+    return [(float(seen[eid]) - at) * 1e3 for eid, at in answered.items() if eid in seen]
+
+
+@contextlib.contextmanager
+def redis(tmp: str) -> t.Iterator[str]:
+    port = 16379
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--dir", tmp],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -80,35 +179,43 @@ def main() -> int:
     full = min(timeit.repeat(lambda: load_event(json.loads(BODY)), number=n, repeat=5)) / n * 1e6
     print(f"per body: json.loads {loads:.1f} us; json.loads + load into an Event {full:.1f} us")
 
-    if shutil.which("wrk") is None:
-        print("wrk is not installed: apt-get install wrk (Debian), then run again")
-        return 1
-    with tempfile.TemporaryDirectory() as tmp:
+    for tool in ("wrk", "redis-server"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed: apt-get install {tool} (Debian), then run again")
+            return 1
+    with tempfile.TemporaryDirectory() as tmp, redis(tmp) as redis_url:
         lua = os.path.join(tmp, "post.lua")
-        with open(lua, "w") as f:
-            f.write(
-                'wrk.method = "POST"\n'
-                f"wrk.body = {json.dumps(BODY)}\n"
-                'wrk.headers["Content-Type"] = "application/json"\n'
-                f'wrk.headers["Authentication"] = "{SECRET}"\n'
-            )
+        lua_script(lua)
         env = {"RECEIVER_HANDLERS": "noop_handlers",
                "RECEIVER_AUTH_HEADERS": json.dumps({"Authentication": SECRET})}
         configs = {
             "bare": ("bare_flask:app", {}),
-            "ours": ("wsgi:app", env),
-            "quiet": ("wsgi:app", {**env, "RECEIVER_LOG_LEVEL": "WARNING"}),
+            "sync": ("wsgi:app", {**env, "RECEIVER_QUEUE": "sync"}),
+            "sqlite": ("wsgi:app", {**env, "RECEIVER_QUEUE": f"sqlite:///{tmp}/queue.db"}),
+            "redis": ("wsgi:app", {**env, "RECEIVER_QUEUE": redis_url}),
         }
         results: dict[str, list[float]] = {name: [] for name in configs}
         for _ in range(args.rounds):  # alternate, so drift on a shared machine hits all alike
             for port, (name, (app, app_env)) in enumerate(configs.items(), start=18081):
                 results[name].append(run_wrk(app, app_env, port, args, lua))
-    bare, ours, quiet = (statistics.median(results[name]) for name in configs)
-    print(f"gunicorn -w 2, wrk -t2 -c{args.connections} -d{args.seconds}s, the seed's push body, "
-          f"median of {args.rounds} alternating rounds:")
-    print(f"  bare Flask (get_json only)              {bare:8.0f} req/s")
-    print(f"  receiver, auth + no-op handler          {ours:8.0f} req/s   ratio {ours / bare:.3f} (target >= 0.95)")
-    print(f"  the same without the per-request log    {quiet:8.0f} req/s   ratio {quiet / bare:.3f}")
+        waits = {
+            "sqlite": latency({**env, "RECEIVER_QUEUE": f"sqlite:///{tmp}/latency.db"}, 18091, tmp),
+            "redis": latency({**env, "RECEIVER_QUEUE": redis_url.replace("/0", "/1")}, 18092, tmp),
+        }
+    bare, sync, sqlite, rq = (statistics.median(results[name]) for name in configs)
+    print(f"gunicorn -w 2, wrk -t2 -c{args.connections} -d{args.seconds}s, distinct push bodies, "
+          f"median of {args.rounds} alternating rounds (all rounds: "
+          + "; ".join(f"{k} {', '.join(f'{v:.0f}' for v in vs)}" for k, vs in results.items())
+          + "):")
+    print(f"  bare Flask (get_json only)                 {bare:8.0f} req/s")
+    print(f"  receiver, sync mode, no-op handler         {sync:8.0f} req/s   ratio {sync / bare:.3f}")
+    print(f"  receiver, SQLite queue, no-op handler      {sqlite:8.0f} req/s   ratio {sqlite / bare:.3f} (target >= 0.8)")
+    print(f"  receiver, Redis queue, no-op handler       {rq:8.0f} req/s   ratio {rq / bare:.3f} (target >= 0.8)")
+    for name, values in waits.items():
+        values.sort()
+        p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
+        print(f"  202 -> handler start, {name:6}, 50 req/s: median {statistics.median(values):6.1f} ms,"
+              f" p99 {p99:6.1f} ms, {len(values)} events (target: median < 50 ms)")
     return 0
 
 
