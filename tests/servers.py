@@ -23,6 +23,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -65,12 +75,7 @@ def gunicorn(
         wait_http(url + "/healthz", proc)
         yield url, log_path, proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def wait_for(predicate: t.Callable[[], t.Any], timeout: float = 20.0, what: str = "") -> t.Any:
@@ -198,12 +203,7 @@ def redis_server(tmp: pathlib.Path) -> t.Iterator[str]:
         wait_tcp("127.0.0.1", port, proc, ping=b"PING\r\n", expect=b"+PONG")
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def wait_tcp(host: str, port: int, proc: subprocess.Popen | None = None, timeout: float = 20.0,
