@@ -13,10 +13,10 @@ import typing as t
 from datetime import datetime, timezone
 
 __all__ = [
+    "JOB_STATUSES",
     "Claim",
     "EventRecord",
     "Job",
-    "JOB_STATUSES",
     "Queue",
     "QueueUnavailable",
     "Submitted",

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import queue as queues
 import logging
 import os
+import queue as queues
 import random
 import socket
 import threading
@@ -261,7 +261,7 @@ class Pool:
                         "so this run's outcome is dropped", claim.job_id, claim.handler)
         self._done(claim, error, final, seconds)
 
-    def _record(self, claim: Claim, fn: t.Callable[..., bool], *args: t.Any) -> bool | None:
+    def _record(self, claim: Claim, fn: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
         # The outcome must reach the queue; retry while the queue is briefly unreachable.
         delay = 0.05
         while True:
