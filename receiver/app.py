@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from . import signals
 from .auth import AuthConfigError, HeaderAuth, parse_auth_headers
 from .blueprint import bp
-from .jobs import Queue, QueueError, open_queue
+from .jobs import Queue, QueueError, QueueUnavailable, open_queue
 from .jobs.worker import Pool
 from .text import printable
 
@@ -149,14 +149,29 @@ def _state_from(config: t.Mapping[str, t.Any], **given: t.Any) -> ReceiverState:
             queue = open_queue(url)
         except QueueError as exc:
             raise ConfigError(str(exc)) from None
-    window = number(config, "RECEIVER_DEDUP_WINDOW", 86400, minimum=0)
+        if queue.url.startswith("sqlite:"):
+            # A local file that cannot be created or written is a mistake in the setting, not
+            # an outage to wait out: say so now. (A Redis that is down may come back: the
+            # server starts, and answers 503 until it does.)
+            try:
+                queue.check()
+            except QueueUnavailable as exc:
+                raise ConfigError(f"RECEIVER_QUEUE: {exc}") from None
+            finally:
+                queue.close()
+    window = number(config, "RECEIVER_DEDUP_WINDOW", 86400, minimum=0, maximum=MAX_SECONDS)
     return ReceiverState(path=path.rstrip("/") or "/", auth=auth, max_body=max_body,
                          queue=queue, window=window)
 
 
+#: The largest number of seconds a setting takes: ten years.
+MAX_SECONDS = 10 * 365 * 86400
+
+
 def number(config: t.Mapping[str, t.Any], key: str, default: float, *, minimum: float,
-           integer: bool = False, above: bool = False) -> t.Any:
-    """The numeric setting *key*, checked: at least *minimum* (or above it)."""
+           maximum: float = MAX_SECONDS, integer: bool = False, above: bool = False) -> t.Any:
+    """The numeric setting *key*, checked: at least *minimum* (or above it), at most
+    *maximum*."""
     value = config.get(key, default)
     if isinstance(value, str):
         try:
@@ -168,10 +183,16 @@ def number(config: t.Mapping[str, t.Any], key: str, default: float, *, minimum: 
         ok = False
     if ok and (value <= minimum if above else value < minimum):
         ok = False
+    if ok and value > maximum:
+        ok = False
     if not ok:
         kind = "a whole number" if integer else "a number"
-        bound = f"above {minimum:g}" if above else f"at least {minimum:g}"
-        raise ConfigError(f"{key} must be {kind} {bound}, got {value!r}")
+        def show(x: float) -> str:
+            return str(int(x)) if x == int(x) else f"{x:g}"
+
+        bound = f"above {show(minimum)}" if above else f"at least {show(minimum)}"
+        raise ConfigError(f"{key} must be {kind} {bound} and at most {show(maximum)}, "
+                          f"got {value!r}")
     return int(value) if integer else float(value)
 
 
@@ -215,7 +236,7 @@ class _Formatter(logging.Formatter):
         return f"{self._stamp},{int(record.msecs):03d}"
 
 
-def _configure_logging(level: t.Any) -> None:
+def configure_logging(level: t.Any) -> None:
     """Give the ``receiver`` logger a stderr handler unless logging is already set up."""
     if level is not None:
         name = str(level).upper()
@@ -246,7 +267,7 @@ def log_event(sender: t.Any, event: t.Any, **extra: t.Any) -> None:
         )
 
 
-def _import_handlers(setting: t.Any) -> list[str]:
+def import_handlers(setting: t.Any) -> list[str]:
     if not setting:
         return []
     if isinstance(setting, str):
@@ -258,7 +279,7 @@ def _import_handlers(setting: t.Any) -> list[str]:
     for name in names:
         try:
             importlib.import_module(name)
-        except Exception as exc:  # a syntax error, a bad pattern, an unknown action ...
+        except (Exception, SystemExit) as exc:  # a syntax error, a bad pattern, sys.exit() ...
             raise ConfigError(
                 f"RECEIVER_HANDLERS: cannot import {name!r}: {_describe_error(exc)}"
             ) from exc
@@ -303,8 +324,8 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
 def _create_app(config: t.Mapping[str, t.Any] | None) -> Flask:
     app = Flask("receiver")
     app.config.update(load_config(config))
-    _configure_logging(app.config.get("RECEIVER_LOG_LEVEL"))
-    handler_modules = _import_handlers(app.config.get("RECEIVER_HANDLERS"))
+    configure_logging(app.config.get("RECEIVER_LOG_LEVEL"))
+    handler_modules = import_handlers(app.config.get("RECEIVER_HANDLERS"))
     Receiver(app)
     if not handler_modules:
         signals.event_received.connect(log_event, sender=app, weak=False)
@@ -322,9 +343,9 @@ def _create_app(config: t.Mapping[str, t.Any] | None) -> Flask:
             return jsonify(status="ready", queue="sync"), 200
         try:
             queue.check()
-        except Exception as exc:
-            return jsonify(status="unavailable", queue=queue.url, error=str(exc)), 503
-        return jsonify(status="ready", queue=queue.url), 200
+        except QueueUnavailable as exc:
+            return jsonify(status="unavailable", error=exc.reason), 503
+        return jsonify(status="ready"), 200
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:

@@ -256,7 +256,7 @@ def enqueue(app: Flask, state: ReceiverState, event: Event, text: str, started: 
     pool = state.pool
     try:
         submitted = state.queue.submit(record, handlers, state.window,
-                                       pool.hold() if pool is not None and handlers else None)
+                                       pool.hold(len(handlers)) if pool is not None and handlers else None)
     except QueueUnavailable as exc:
         log.error("cannot queue %s %s: %s", event.action,
                   printable(event.repository.full_name), exc)

@@ -50,7 +50,6 @@ def make_pool(app: Flask, queue: Queue, config: t.Mapping[str, t.Any]) -> Pool:
         call_handler(receiver, app, event)
 
     def on_done(claim: Claim, error: BaseException | None, final: bool, seconds: float) -> None:
-        pool = app.extensions["receiver"].pool
         if error is None:
             if log.isEnabledFor(logging.INFO):
                 # One line per job: built directly, as the request line is (no stack walk).
@@ -76,14 +75,16 @@ def make_pool(app: Flask, queue: Queue, config: t.Mapping[str, t.Any]) -> Pool:
         send_isolated(signals.handler_failed, app, handler=fn or claim.handler, event=event,
                       exception=error, attempt=claim.attempts, final=final)
 
-    return Pool(
+    pool = Pool(
         queue, execute, on_done=on_done,
-        threads=number(config, "RECEIVER_WORKERS", 2, minimum=0, integer=True),
-        attempts=number(config, "RECEIVER_HANDLER_ATTEMPTS", 5, minimum=1, integer=True),
-        backoff=number(config, "RECEIVER_HANDLER_BACKOFF", 2, minimum=0),
-        lease=number(config, "RECEIVER_LEASE", 30, minimum=0, above=True),
+        threads=number(config, "RECEIVER_WORKERS", 2, minimum=0, maximum=256, integer=True),
+        attempts=number(config, "RECEIVER_HANDLER_ATTEMPTS", 5, minimum=1, maximum=1000,
+                        integer=True),
+        backoff=number(config, "RECEIVER_HANDLER_BACKOFF", 2, minimum=0, maximum=600),
+        lease=number(config, "RECEIVER_LEASE", 30, minimum=0, above=True, maximum=86400),
         window=number(config, "RECEIVER_DEDUP_WINDOW", 86400, minimum=0),
     )
+    return pool
 
 
 def _event(claim: Claim) -> Event:

@@ -40,8 +40,9 @@ def make_event(action: str = "pushImage", full_name: str = "public/nginx",
 
 
 def run_jobs(app: Flask, limit: int | None = None) -> list[Job]:
-    """Run *app*'s due jobs in this thread until none is left (or *limit* ran), and return
-    them as they ended: ``succeeded``, ``queued`` for a retry, or ``dead``.
+    """Run *app*'s due jobs in this thread until none is left (or *limit* runs), and return
+    each job once, in the order they first ran, as it ended: ``succeeded``, ``queued`` for a
+    retry not yet due, or ``dead``.
 
     Use it with ``RECEIVER_WORKERS=0`` so that no worker thread races it; with
     ``RECEIVER_HANDLER_BACKOFF=0`` a failing job is retried at once, until it is dead.
@@ -50,7 +51,7 @@ def run_jobs(app: Flask, limit: int | None = None) -> list[Job]:
     state = app.extensions["receiver"]
     if state.pool is None:
         return []
-    ran = state.pool.run_pending(limit)
+    ran = dict.fromkeys(state.pool.run_pending(limit))  # a retried job ran more than once
     jobs = [state.queue.job(job_id) for job_id in ran]
     return [job for job in jobs if job is not None]
 

@@ -183,9 +183,9 @@ def serve(app: t.Any) -> t.Iterator[str]:
 
 
 @contextlib.contextmanager
-def redis_server(tmp: pathlib.Path) -> t.Iterator[str]:
+def redis_server(tmp: pathlib.Path, password: str | None = None) -> t.Iterator[str]:
     """A throwaway ``redis-server`` (Debian's) on a free loopback port, without persistence;
-    yields its ``redis://`` URL once it answers PING."""
+    yields its ``redis://`` URL once it answers (with *password* in it, if one is required)."""
     import shutil
 
     binary = shutil.which("redis-server")
@@ -196,12 +196,13 @@ def redis_server(tmp: pathlib.Path) -> t.Iterator[str]:
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-             "no", "--dir", str(tmp)],
+             "no", "--dir", str(tmp), *(["--requirepass", password] if password else [])],
             stdout=log, stderr=subprocess.STDOUT,
         )
     try:
-        wait_tcp("127.0.0.1", port, proc, ping=b"PING\r\n", expect=b"+PONG")
-        yield f"redis://127.0.0.1:{port}/0"
+        # Without the password the server still answers PING, with an error: it is up.
+        wait_tcp("127.0.0.1", port, proc, ping=b"PING\r\n", expect=b"-NOAUTH" if password else b"+PONG")
+        yield f"redis://:{password}@127.0.0.1:{port}/0" if password else f"redis://127.0.0.1:{port}/0"
     finally:
         stop(proc)
 

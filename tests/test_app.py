@@ -62,12 +62,15 @@ def test_handler_modules_are_imported(monkeypatch, tmp_path):
     ({"RECEIVER_QUEUE": "postgres://db/x"}, "is not a queue URL: use sqlite:///PATH"),
     ({"RECEIVER_QUEUE": "redis://:topsecret@h/0x"}, "write a Redis queue as redis://"),
     ({"RECEIVER_QUEUE": "sqlite://q.db"}, "write an SQLite queue as sqlite:///PATH"),
-    ({"RECEIVER_WORKERS": -1}, "RECEIVER_WORKERS must be a whole number at least 0, got -1"),
+    ({"RECEIVER_WORKERS": -1}, "RECEIVER_WORKERS must be a whole number at least 0 and at most 256, got -1"),
     ({"RECEIVER_WORKERS": "two"}, "RECEIVER_WORKERS must be a whole number at least 0"),
     ({"RECEIVER_HANDLER_ATTEMPTS": 0}, "RECEIVER_HANDLER_ATTEMPTS must be a whole number at least 1"),
     ({"RECEIVER_HANDLER_BACKOFF": "NaN"}, "RECEIVER_HANDLER_BACKOFF must be a number at least 0"),
     ({"RECEIVER_LEASE": 0}, "RECEIVER_LEASE must be a number above 0"),
     ({"RECEIVER_DEDUP_WINDOW": -5}, "RECEIVER_DEDUP_WINDOW must be a number at least 0"),
+    ({"RECEIVER_DEDUP_WINDOW": 1e306}, "RECEIVER_DEDUP_WINDOW must be a number at least 0 and at most 315360000"),
+    ({"RECEIVER_LEASE": "1e20"}, "RECEIVER_LEASE must be a number above 0 and at most 86400"),
+    ({"RECEIVER_QUEUE": "sqlite:////etc/hostname/q.db"}, "RECEIVER_QUEUE: the queue sqlite:////etc/hostname/q.db cannot be opened"),
 ])
 def test_bad_settings_fail_at_start_with_the_setting_named(config, message):
     """A wrong setting stops start-up with a message naming it, and no secret."""

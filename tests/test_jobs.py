@@ -119,9 +119,8 @@ def test_always_failing_ends_dead_and_retry_runs_it_again(queued_app):
     with signals.handler_failed.connected_to(
             lambda s, final, **kw: finals.append(final)):
         post(queued_app, make_body())
-        run_jobs(queued_app)
+        [job] = run_jobs(queued_app)
     queue = queued_app.extensions["receiver"].queue
-    [job] = queue.jobs()
     assert (job.status, job.attempts, job.error) == ("dead", 3, "ValueError: no cluster")
     assert finals == [False, False, True] and len(calls) == 3
     assert queue.requeue([job.job_id]) == [job.job_id]
@@ -184,16 +183,30 @@ def test_worker_threads_run_jobs_without_help(tmp_path):
     wait_for(lambda: queue.jobs()[0].status == "succeeded")
 
 
-def test_readyz_reports_an_unwritable_queue(tmp_path):
-    """/readyz is 503 with the reason when the queue cannot be opened; the webhook is 503."""
-    blocked = tmp_path / "file"
-    blocked.write_text("")
-    app = create_app({"RECEIVER_QUEUE": f"sqlite:///{blocked / 'q.db'}", "RECEIVER_WORKERS": 0})
+def test_readyz_reports_an_unreachable_queue():
+    """/readyz is 503 with the reason, and no address, when the queue cannot be reached; the
+    webhook is 503 too, so the registry retries."""
+    from servers import free_port
+
+    app = create_app({"RECEIVER_QUEUE": f"redis://:pw@127.0.0.1:{free_port()}/0",
+                      "RECEIVER_WORKERS": 0})
     resp = app.test_client().get("/readyz")
     assert resp.status_code == 503
-    assert resp.get_json()["status"] == "unavailable" and "cannot be opened" in resp.get_json()["error"]
+    answer = resp.get_json()
+    assert answer["status"] == "unavailable" and "refused" in answer["error"].lower()
+    assert "127.0.0.1" not in answer["error"] and "pw" not in str(answer)
     on("pushImage")(lambda e: None)
     assert post(app, make_body()) == (503, {"error": "the queue is unavailable; retry later"})
+
+
+def test_an_unwritable_sqlite_queue_stops_start_up(tmp_path):
+    """An SQLite queue that cannot be created is a configuration error at start."""
+    from receiver import ConfigError
+
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(ConfigError, match="RECEIVER_QUEUE: the queue sqlite:///.* cannot be opened"):
+        create_app({"RECEIVER_QUEUE": f"sqlite:///{blocked / 'q.db'}"})
 
 
 def test_sync_mode_has_no_queue():

@@ -185,7 +185,7 @@ def test_redis_down_is_503_on_the_webhook_and_readyz(tmp_path):
             ready = (err.code, json.loads(err.read()))
     assert (status, answer) == (503, {"error": "the queue is unavailable; retry later"})
     assert ready[0] == 503 and ready[1]["status"] == "unavailable"
-    assert "failed" in ready[1]["error"]
+    assert ready[1]["error"] == "Error 111 connecting to the server. Connection refused."
 
 
 def test_jobs_cli_shows_and_retries_dead_jobs(tmp_path, queue_url):
@@ -221,3 +221,48 @@ def test_jobs_cli_shows_and_retries_dead_jobs(tmp_path, queue_url):
     assert (retried.returncode, retried.stdout) == (0, "job 1 queued again\n")
     assert not_dead.returncode == 1 and "not dead" in not_dead.stderr
     assert (missing.returncode, missing.stderr) == (2, "error: no job 99\n")
+
+
+def test_worker_on_a_password_redis_and_a_busy_server_leaves_jobs_to_it(tmp_path):
+    """A `receiver worker` on a Redis that needs a password runs jobs; a server whose only
+    thread is busy does not keep a new job to itself, so the idle worker runs it at once."""
+    with redis_server(tmp_path, password="hunter2") as url:
+        env = handler_env(tmp_path, url, RECEIVER_WORKERS="1", SLOW_SECONDS="4")
+        record = tmp_path / "record.jsonl"
+        worker_env = {**os.environ, **env, "PYTHONPATH": str(tmp_path)}
+        worker_env.pop("RECEIVER_WORKERS")
+        with gunicorn(env, tmp_path) as (server, log, _):
+            post(server + "/webhook", make_body("pushImage", "ns/slow", ["v1"]))
+            wait_for(lambda: records(record))  # the server's thread is busy now
+            with subprocess.Popen([sys.executable, "-m", "receiver", "worker"], env=worker_env,
+                                  stderr=subprocess.PIPE, text=True) as worker:
+                post(server + "/webhook", make_body("pushImage", "ns/quick", ["v1"]))
+                quick = wait_for(lambda: [r for r in records(record)
+                                          if r["repo"] == "ns/quick" and r["what"] == "done"])
+                slow_done = [r for r in records(record) if r["repo"] == "ns/slow" and r["what"] == "done"]
+                worker.send_signal(signal.SIGTERM)
+                _, err = worker.communicate(timeout=30)
+    assert slow_done == []  # the quick job did not wait behind the slow one
+    assert quick[0]["pid"] == worker.pid
+    assert worker.returncode == 0 and "hunter2" not in err
+
+
+def test_jobs_cli_mistakes_and_choices(tmp_path):
+    """The subcommands use the group's --queue over RECEIVER_QUEUE; --event takes the short
+    id the table shows; a queue file that does not exist and a worker without handlers are
+    refused with one line."""
+    from receiver.jobs import EventRecord, open_queue
+
+    path = tmp_path / "q.db"
+    queue = open_queue(f"sqlite:///{path}")
+    queue.submit(EventRecord("ab" * 16, "pushImage", "ns/app", ("v1",), "{}"), ["m.f"], 60)
+    elsewhere = {"RECEIVER_QUEUE": f"sqlite:///{tmp_path / 'other.db'}"}
+    shown = cli("jobs", "--queue", f"sqlite:///{path}", "show", "1", env=elsewhere)
+    assert shown.returncode == 0 and "handler:     m.f" in shown.stdout
+    short = cli("jobs", "--queue", f"sqlite:///{path}", "--event", "abababababab", "--json")
+    assert [j["job_id"] for j in json.loads(short.stdout)] == [1]
+    missing = cli("jobs", env=elsewhere)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: no queue at ")
+    assert not (tmp_path / "other.db").exists()
+    worker = cli("worker", env={"RECEIVER_QUEUE": f"sqlite:///{path}", "RECEIVER_HANDLERS": ""})
+    assert worker.returncode == 2 and "RECEIVER_HANDLERS is not set" in worker.stderr

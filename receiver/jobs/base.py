@@ -28,7 +28,14 @@ JOB_STATUSES = ("queued", "running", "succeeded", "dead")
 
 
 class QueueUnavailable(RuntimeError):
-    """The queue cannot be reached or written; the message names the engine, never a password."""
+    """The queue cannot be reached or written; the message names the queue, never a password.
+
+    :param reason: what went wrong, without the queue's address (for ``/readyz``).
+    """
+
+    def __init__(self, url: str, reason: str, what: str = "failed") -> None:
+        super().__init__(f"the queue {url} {what}: {reason}")
+        self.reason = reason
 
 
 def iso(seconds: float | None) -> str | None:

@@ -210,7 +210,7 @@ class RedisQueue(Queue):
         with self._lock:
             if self._conn is None or self._conn[2] != os.getpid():
                 client = redis.Redis.from_url(
-                    self._raw_url, decode_responses=True, socket_timeout=5,
+                    self._raw_url, decode_responses=True, socket_timeout=2,
                     socket_connect_timeout=3, health_check_interval=30,
                     # Connection failures only: a script that timed out may have run already.
                     retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2,
@@ -226,15 +226,21 @@ class RedisQueue(Queue):
         return self._connect()[0]
 
     def _scrub(self, exc: BaseException) -> str:
+        """redis-py's message without the password or the server's address."""
         text = str(exc)
-        return text.replace(self._password, "***") if self._password else text
+        if self._password:
+            text = text.replace(self._password, "***")
+        parts = urlsplit(self._raw_url)
+        if parts.hostname:
+            text = text.replace(f"{parts.hostname}:{parts.port or 6379}", "the server")
+        return text
 
     @contextlib.contextmanager
     def _errors(self) -> t.Iterator[None]:
         try:
             yield
         except (redis.RedisError, OSError) as exc:
-            raise QueueUnavailable(f"the queue {self.url} failed: {self._scrub(exc)}") from exc
+            raise QueueUnavailable(self.url, self._scrub(exc)) from exc
 
     def _run(self, name: str, *args: t.Any) -> t.Any:
         """Run the script *name* with *args* after the prefix."""

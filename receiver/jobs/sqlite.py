@@ -87,7 +87,7 @@ class SQLiteQueue(Queue):
                                    check_same_thread=False)
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
         except (OSError, sqlite3.Error) as exc:
-            raise QueueUnavailable(f"the queue {self.url} cannot be opened: {exc}") from exc
+            raise QueueUnavailable(self.url, str(exc), "cannot be opened") from exc
         local.conn, local.pid = conn, os.getpid()
         return conn
 
@@ -117,7 +117,7 @@ class SQLiteQueue(Queue):
         try:
             fd = os.open(f"{self.path}-lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise QueueUnavailable(f"the queue {self.url} cannot be opened: {exc}") from exc
+            raise QueueUnavailable(self.url, str(exc), "cannot be opened") from exc
         self._lock_fd = (fd, os.getpid())
         return fd
 
@@ -152,7 +152,7 @@ class SQLiteQueue(Queue):
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-            raise QueueUnavailable(f"the queue {self.url} failed: {exc}") from exc
+            raise QueueUnavailable(self.url, str(exc)) from exc
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -212,7 +212,7 @@ class SQLiteQueue(Queue):
                 "OR (status = 'running' AND lease_until < ?) LIMIT 1", (now, now),
             ).fetchone()
         except sqlite3.Error as exc:
-            raise QueueUnavailable(f"the queue {self.url} failed: {exc}") from exc
+            raise QueueUnavailable(self.url, str(exc)) from exc
         if due is None:
             return None
 

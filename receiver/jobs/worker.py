@@ -136,11 +136,13 @@ class Pool:
         """A job was queued in this process: wake an idle thread now."""
         self._inbox.put(None)
 
-    def hold(self) -> tuple[str, float] | None:
-        """The ``hold`` for :meth:`Queue.submit` when this process's threads can take the new
-        jobs at once: saves them a claim each. ``None`` when they are busy or stopping, so
-        that any worker anywhere may take the jobs."""
-        if not self.started or self._stopping.is_set() or len(self._held) >= self.threads:
+    def hold(self, jobs: int) -> tuple[str, float] | None:
+        """The ``hold`` for :meth:`Queue.submit` when this process has a free thread for each
+        of the *jobs* now: it saves each a claim. ``None`` when the threads are busy or
+        stopping, so that any worker anywhere may take the jobs."""
+        if not self.started or self._stopping.is_set():
+            return None
+        if len(self._held) + len(self._running) + jobs > self.threads:
             return None
         return self._owner(), self.lease
 
