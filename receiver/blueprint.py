@@ -266,9 +266,9 @@ def enqueue(app: Flask, state: ReceiverState, event: Event, text: str, started: 
         _log_request(event, 200, 0, started, logging.INFO, duplicate=True)
         return _json({"action": event.action, "event_id": event.id, "duplicate": True,
                       "handlers": 0}, 200)
+    send_isolated(signals.event_received, app, event=event)  # before any handler runs
     if submitted.claims:
         pool.accept(submitted.claims, event)  # type: ignore[union-attr]
-    send_isolated(signals.event_received, app, event=event)
     _log_request(event, 202, len(submitted.job_ids), started, logging.INFO)
     return _json({"action": event.action, "event_id": event.id,
                   "handlers": len(submitted.job_ids)}, 202)

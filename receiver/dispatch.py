@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import logging
 import typing as t
@@ -140,9 +141,12 @@ def on(
         if not callable(fn):
             raise TypeError(f"on() decorates a function, not {type(fn).__name__}")
         handler = Handler(fn, actions, namespace, repository or None, tag or None)
-        earlier = _registered.get(fn, [])
-        if earlier:
-            handler.name = f"{handler.name}#{len(earlier) + 1}"
+        # Names must tell handlers apart in every process alike: two registrations with the
+        # same module.qualname (a function registered twice, or made by a factory) are
+        # numbered in registration order.
+        same = sum(h.name.split("#")[0] == handler.name for hs in _registered.values() for h in hs)
+        if same:
+            handler.name = f"{handler.name}#{same + 1}"
         for action in actions:
             signals.action_signals[action].connect(handler, weak=False)
         _registered.setdefault(fn, []).append(handler)
@@ -174,8 +178,12 @@ def describe(fn: t.Any) -> str:
     """A handler's name for logs, jobs and answers: ``module.qualname``."""
     if isinstance(fn, Handler):
         return fn.name
+    if isinstance(fn, functools.partial):
+        return describe(fn.func)
+    if getattr(fn, "__qualname__", None) is None:
+        fn = type(fn)  # a callable instance: its class, not a repr with an address in it
     module = getattr(fn, "__module__", None)
-    name = getattr(fn, "__qualname__", None) or repr(fn)
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     return f"{module}.{name}" if module else name
 
 

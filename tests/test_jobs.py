@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -214,3 +215,115 @@ def test_sync_mode_has_no_queue():
     app = create_app({"RECEIVER_QUEUE": "sync"})
     assert app.test_client().get("/readyz").get_json() == {"status": "ready", "queue": "sync"}
     assert run_jobs(app) == []
+
+
+def test_handlers_made_by_a_factory_get_their_own_names(queued_app):
+    """Two handlers with one module.qualname (made by a factory) are told apart: the one
+    whose filter matches is the one that runs."""
+    ran = []
+
+    def make(pattern):
+        @on("pushImage", tag=pattern)
+        def deploy(event):
+            ran.append(pattern)
+        return deploy
+
+    make("v1*")
+    make("v2*")
+    assert post(queued_app, make_body("pushImage", "ns/app", ["v2.0"]))[1]["handlers"] == 1
+    [job] = run_jobs(queued_app)
+    assert job.handler.endswith("make.<locals>.deploy#2") and ran == ["v2*"]
+
+
+def test_a_held_job_lost_before_it_ran_still_runs_once(tmp_path):
+    """A job handed to a process that died before running it (its lease ran out) is taken
+    over and run, even when only one attempt is allowed; a job that lost its worker more
+    often than it may run is dead without running."""
+    from receiver.jobs import EventRecord
+
+    ran = []
+    on("pushImage")(ran.append)
+    app = create_app({"RECEIVER_QUEUE": f"sqlite:///{tmp_path / 'q.db'}", "RECEIVER_WORKERS": 0,
+                      "RECEIVER_HANDLER_ATTEMPTS": 1, "RECEIVER_LEASE": 0.05})
+    queue = app.extensions["receiver"].queue
+    body = json.dumps(make_body())
+    name = "list.append"
+    queue.submit(EventRecord("e1", "pushImage", "public/nginx", ("v1",), body), [name], 60,
+                 hold=("a-dead-process", 0.05))
+    time.sleep(0.1)
+    [job] = run_jobs(app)
+    assert (job.status, job.attempts) == ("succeeded", 2) and len(ran) == 1
+
+    queue.submit(EventRecord("e2", "pushImage", "public/nginx", ("v1",), body), [name], 60)
+    for n in range(2):  # two workers die running it
+        assert queue.claim(f"dying-{n}", lease=0.05) is not None
+        time.sleep(0.1)
+    [job] = run_jobs(app)
+    assert job.status == "dead" and "lost with its worker 2 times" in job.error
+    assert len(ran) == 1
+
+
+def test_worker_threads_survive_an_observer_that_exits(tmp_path):
+    """A handler_failed receiver calling sys.exit() does not end the worker thread: later
+    jobs still run."""
+    import sys
+
+    done = threading.Event()
+
+    @on("pushImage", repository="bad")
+    def fails(event):
+        raise RuntimeError("no")
+
+    @on("pushImage", repository="good")
+    def works(event):
+        done.set()
+
+    def exits(sender, **extra):
+        sys.exit(1)
+
+    app = create_app({"RECEIVER_QUEUE": f"sqlite:///{tmp_path / 'q.db'}", "RECEIVER_WORKERS": 1,
+                      "RECEIVER_HANDLER_ATTEMPTS": 1})
+    with signals.handler_failed.connected_to(exits):
+        post(app, make_body("pushImage", "ns/bad", ["v1"]))
+        queue = app.extensions["receiver"].queue
+        wait_for(lambda: queue.jobs(status="dead"))
+        post(app, make_body("pushImage", "ns/good", ["v1"]))
+        assert done.wait(10)
+
+
+def test_many_quick_jobs_log_no_false_lease_losses(tmp_path, caplog):
+    """Jobs that succeed between two heartbeats are not reported as lost leases."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="receiver.jobs")
+    on("pushImage")(lambda e: time.sleep(0.005))
+    app = create_app({"RECEIVER_QUEUE": f"sqlite:///{tmp_path / 'q.db'}", "RECEIVER_LEASE": 0.3})
+    for n in range(60):
+        post(app, make_body("pushImage", f"ns/app{n}", ["v1"]))
+    queue = app.extensions["receiver"].queue
+    wait_for(lambda: len(queue.jobs(status="succeeded", limit=100)) == 60)
+    time.sleep(0.3)  # a few more heartbeats
+    assert "lease lost" not in caplog.text
+
+
+def test_a_handler_that_forks_does_not_start_workers_in_the_child(tmp_path):
+    """The child of a handler's fork runs no worker threads of its own."""
+    import os
+
+    out = tmp_path / "child.txt"
+
+    @on("pushImage")
+    def forks(event):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(0.3)
+            me = threading.current_thread()  # the worker thread that forked
+            names = [t.name for t in threading.enumerate() if t is not me]
+            out.write_text(json.dumps(names))
+            os._exit(0)
+        os.waitpid(pid, 0)
+
+    app = create_app({"RECEIVER_QUEUE": f"sqlite:///{tmp_path / 'q.db'}"})
+    post(app, make_body())
+    wait_for(out.exists)
+    assert not any(name.startswith("receiver-") for name in json.loads(out.read_text()))

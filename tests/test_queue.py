@@ -214,3 +214,15 @@ def test_held_jobs_of_a_dead_process_are_taken_over(queue):
     assert again.job_id == done.job_ids[0] and again.attempts == 2
     assert queue.succeed_all([done.claims[0], again]) == [done.job_ids[0]]
     assert queue.job(again.job_id).status == "succeeded"
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://:hunter2@h:6379/0", "redis://***@h:6379/0"),
+    ("redis://user:s3cr/et+Pw==@10.0.0.5:6379/0", "redis://***@10.0.0.5:6379/0"),
+    ("redis://h:6379/0", "redis://h:6379/0"),
+])
+def test_shown_url_hides_credentials(url, shown):
+    """A queue URL in a message never holds its password, even one with an unescaped '/'."""
+    from receiver.jobs import shown_url
+
+    assert shown_url(url) == shown

@@ -47,13 +47,12 @@ def default_queue_url() -> str:
 
 
 def shown_url(url: str) -> str:
-    """*url* without a password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """*url* without its credentials, for messages and logs: whatever stands between
+    ``//`` and the last ``@`` may hold a password, even one with an unescaped ``/``."""
+    scheme, sep, rest = url.partition("//")
+    if not sep or "@" not in rest:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return parts._replace(netloc=user + netloc).geturl()
+    return f"{scheme}//***@{rest.rsplit('@', 1)[1]}"
 
 
 def open_queue(url: str | None = None) -> Queue:

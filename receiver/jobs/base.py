@@ -76,6 +76,8 @@ class Claim:
 
     :param owner: the lease's token; only its holder can finish the job.
     :param attempts: the runs so far, this one included.
+    :param lost: how many of those were lost with their worker (taken over after a lease ran
+        out).
     :param event: the event already loaded from *body*, when this process queued it.
     """
 
@@ -86,6 +88,7 @@ class Claim:
     body: str
     attempts: int
     owner: str
+    lost: int = 0
     event: t.Any = dataclasses.field(default=None, compare=False, repr=False)
 
 
@@ -155,7 +158,8 @@ class Queue(abc.ABC):
     @abc.abstractmethod
     def claim(self, owner: str, lease: float) -> Claim | None:
         """Lease the next job that is due (queued and its time come, or running with an
-        expired lease: its worker died) to *owner* for *lease* seconds, counting an attempt."""
+        expired lease: its worker died) to *owner* for *lease* seconds, counting an attempt,
+        and for a takeover a lost run too."""
 
     @abc.abstractmethod
     def heartbeat(self, claims: t.Iterable[Claim], lease: float) -> list[int]:

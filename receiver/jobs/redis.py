@@ -14,7 +14,7 @@ import typing as t
 from urllib.parse import urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
@@ -73,11 +73,15 @@ else
 end
 local key = p .. 'job:' .. id
 local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+local lost_runs = tonumber(redis.call('HGET', key, 'lost') or '0')
 redis.call('HSET', key, 'status', 'running', 'owner', ARGV[2], 'updated_at', secs(now))
-if lost then redis.call('HSET', key, 'error', lost) end
+if lost then
+  redis.call('HSET', key, 'error', lost)
+  lost_runs = redis.call('HINCRBY', key, 'lost', 1)
+end
 redis.call('ZADD', p .. 'running', secs(now + tonumber(ARGV[3])), id)
 local f = redis.call('HMGET', key, 'event_id', 'action', 'handler', 'body')
-return {id, f[1], f[2], f[3], f[4], attempts}
+return {id, f[1], f[2], f[3], f[4], attempts, lost_runs}
 """,
     # ARGV: lease_ms, then id, owner pairs → the ids no longer held
     "heartbeat": """
@@ -211,10 +215,11 @@ class RedisQueue(Queue):
             if self._conn is None or self._conn[2] != os.getpid():
                 client = redis.Redis.from_url(
                     self._raw_url, decode_responses=True, socket_timeout=2,
-                    socket_connect_timeout=3, health_check_interval=30,
-                    # Connection failures only: a script that timed out may have run already.
-                    retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2,
-                                supported_errors=(redis.ConnectionError,)),
+                    socket_connect_timeout=2, health_check_interval=30,
+                    # No retries: a script sent again after its connection dropped may have
+                    # run already (a submit would then answer "duplicate"). A failure is a
+                    # 503, and the registry sends the delivery again.
+                    retry=Retry(NoBackoff(), 0),
                 )
                 scripts = {name: client.register_script(_PRELUDE + source)
                            for name, source in _SCRIPTS.items()}
@@ -280,8 +285,9 @@ class RedisQueue(Queue):
         got = self._run("claim", owner, _ms(lease))
         if not got:
             return None
-        job_id, event_id, action, handler, body, attempts = got
-        return Claim(int(job_id), event_id, action, handler, body, int(attempts), owner)
+        job_id, event_id, action, handler, body, attempts, lost = got
+        return Claim(int(job_id), event_id, action, handler, body, int(attempts), owner,
+                     int(lost))
 
     def heartbeat(self, claims: t.Iterable[Claim], lease: float) -> list[int]:
         pairs = [arg for c in claims for arg in (c.job_id, c.owner)]

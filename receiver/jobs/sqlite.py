@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     handler     TEXT NOT NULL,
     status      TEXT NOT NULL,
     attempts    INTEGER NOT NULL DEFAULT 0,
+    lost        INTEGER NOT NULL DEFAULT 0,
     error       TEXT,
     run_at      REAL NOT NULL,
     owner       TEXT,
@@ -116,7 +117,7 @@ class SQLiteQueue(Queue):
             return held[0]
         try:
             fd = os.open(f"{self.path}-lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
+        except OSError as exc:  # (a lock file that cannot be made: as if the queue could not)
             raise QueueUnavailable(self.url, str(exc), "cannot be opened") from exc
         self._lock_fd = (fd, os.getpid())
         return fd
@@ -128,7 +129,10 @@ class SQLiteQueue(Queue):
         conn = self._connect()  # creates the directory the lock file lives in
         with self._write_lock:
             fd = self._lock_file()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise QueueUnavailable(self.url, f"cannot lock {self.path}-lock: {exc}") from exc
             try:
                 return self._transaction(fn, write, conn)
             finally:
@@ -233,15 +237,15 @@ class SQLiteQueue(Queue):
                          "(killed, crashed or timed out)")
             conn.execute(
                 "UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, "
-                "attempts = attempts + 1, updated_at = ?, error = COALESCE(?, error) "
-                "WHERE job_id = ?",
-                (owner, now + lease, now, error, job_id),
+                "attempts = attempts + 1, lost = lost + ?, updated_at = ?, "
+                "error = COALESCE(?, error) WHERE job_id = ?",
+                (owner, now + lease, int(error is not None), now, error, job_id),
             )
-            event_id, action, handler, body, attempts = conn.execute(
-                "SELECT j.event_id, e.action, j.handler, e.body, j.attempts FROM jobs j "
+            event_id, action, handler, body, attempts, lost = conn.execute(
+                "SELECT j.event_id, e.action, j.handler, e.body, j.attempts, j.lost FROM jobs j "
                 "JOIN events e ON e.event_id = j.event_id WHERE j.job_id = ?", (job_id,),
             ).fetchone()
-            return Claim(job_id, event_id, action, handler, body, attempts, owner)
+            return Claim(job_id, event_id, action, handler, body, attempts, owner, lost)
 
         return t.cast("Claim | None", self._run(do))
 

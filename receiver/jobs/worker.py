@@ -159,13 +159,16 @@ class Pool:
             self._inbox.put(claim)
 
     def _after_fork(self) -> None:
-        # Threads do not survive fork(); a pool that ran (or was waiting for the fork that
-        # gunicorn's --preload makes) starts afresh in the child.
-        wanted = self.started or self.start_after_fork
+        # Threads do not survive fork(). A pool waiting for the fork that gunicorn's --preload
+        # makes starts in the child; a pool that was running stays stopped there (a handler
+        # that forks must not make a second worker), as does the parent's copy of the queue.
+        wanted = self.start_after_fork and not self.started
         self._reset()
         self.queue.close()
         if wanted:
             self.start()
+        else:
+            self._stopping.set()
 
     # -- work --------------------------------------------------------------------------------
 
@@ -190,45 +193,54 @@ class Pool:
         failing = False
         last_poll = 0.0
         while not self._stopping.is_set():
-            claim = None
-            # Held claims first, but look at the queue (retries, other processes' jobs, lost
-            # leases) at least every poll interval even while they keep coming.
-            if time.monotonic() - last_poll < self.poll:
+            # Held claims first, then the queue (retries, other processes' jobs, lost leases)
+            # once per poll interval, else wait for either.
+            claim = self._next_held(block=False)
+            if claim is None and time.monotonic() - last_poll >= self.poll:
+                self._flush_successes()
+                last_poll = time.monotonic()
                 try:
-                    claim = self._inbox.get(timeout=self.poll if not failing else 1.0)
-                except queues.Empty:
-                    pass
-                if self._stopping.is_set():
-                    if claim is not None:
-                        self._inbox.put(claim)  # given back by stop()
-                    break
-            if claim is not None:
-                self._held.pop(claim.job_id, None)
-                self._run(claim)
+                    claim = self.queue.claim(self._owner(), self.lease)
+                    if failing:
+                        log.warning("the queue %s answers again", self.queue.url)
+                        failing = False
+                except QueueUnavailable as exc:
+                    if not failing:
+                        log.error("cannot take jobs: %s", exc)
+                        failing = True
+                except Exception:  # never let a worker thread die
+                    log.exception("cannot take jobs from %s", self.queue.url)
+                if claim is not None:
+                    last_poll = 0.0  # there may be more
+            if claim is None:
+                claim = self._next_held(block=True, timeout=self.poll if not failing else 1.0)
+            if claim is None:
                 continue
-            self._flush_successes()
-            last_poll = time.monotonic()
             try:
-                claim = self.queue.claim(self._owner(), self.lease)
-                if failing:
-                    log.warning("the queue %s answers again", self.queue.url)
-                    failing = False
-            except QueueUnavailable as exc:
-                if not failing:
-                    log.error("cannot take jobs: %s", exc)
-                    failing = True
-            except Exception:  # never let a worker thread die
-                log.exception("cannot take jobs from %s", self.queue.url)
-            if claim is not None:
                 self._run(claim)
-                last_poll = 0.0  # there may be more
+            except BaseException:  # noqa: BLE001  (a reporting observer raised: keep working)
+                log.exception("job %d: reporting its outcome failed", claim.job_id)
+
+    def _next_held(self, block: bool, timeout: float = 0.0) -> Claim | None:
+        """A claim this process's requests handed over, or ``None`` (a wake-up, or nothing)."""
+        try:
+            claim = self._inbox.get(block, timeout) if block else self._inbox.get_nowait()
+        except queues.Empty:
+            return None
+        if claim is not None and self._stopping.is_set():
+            self._inbox.put(claim)  # stop() gives it back to the queue
+            return None
+        if claim is not None:
+            self._held.pop(claim.job_id, None)
+        return claim
 
     def _run(self, claim: Claim) -> None:
-        if claim.attempts > self.attempts:
-            # Taken over after its worker died on the last attempt: no run is left.
-            self._record(claim, self.queue.bury, claim, "no attempt left: the last one was "
-                         "lost with its worker")
-            self._done(claim, RuntimeError("lost with its worker"), True, 0.0)
+        if claim.lost > self.attempts:
+            # Its worker died more often than it may run: a job that kills its worker (out of
+            # memory, say) must not take down worker after worker for ever.
+            message = f"lost with its worker {claim.lost} times; not run again"
+            self._record(claim, self.queue.bury, claim, message)
+            self._done(claim, RuntimeError(message), True, 0.0)
             return
         with self._running_lock:
             self._running[claim.job_id] = claim
@@ -244,6 +256,9 @@ class Pool:
         seconds = time.perf_counter() - started
         final = False
         kept: bool | None = True
+        # A run lost with its worker counts as an attempt, but a lost last attempt is run
+        # again: every job gets a run that ends with its handler's own outcome.
+        last = claim.attempts >= self.attempts
         if error is None:
             with self._running_lock:
                 self._succeeded.append(claim)
@@ -252,7 +267,7 @@ class Pool:
                 self._flush_successes()
         else:
             message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-            final = claim.attempts >= self.attempts
+            final = last
             if final:
                 kept = self._record(claim, self.queue.bury, claim, message)
             else:
@@ -307,18 +322,18 @@ class Pool:
             return
         try:
             self.on_done(claim, error, final, seconds)
-        except Exception:
+        except BaseException:  # noqa: BLE001  (an observer's sys.exit() must not end the thread)
             log.exception("reporting job %d failed", claim.job_id)
 
     def _beat(self) -> None:
         last_purge = 0.0
         interval = max(0.01, self.lease / 3)
         while not self._beat_stop.wait(interval):
-            with self._running_lock:
-                claims = [*self._running.values(), *self._succeeded]
-            claims.extend(list(self._held.values()))
             try:
-                self._flush_successes()
+                self._flush_successes()  # first: a success written now is no lease to renew
+                with self._running_lock:
+                    claims = [*self._running.values(), *self._succeeded]
+                claims.extend(list(self._held.values()))
                 lost = self.queue.heartbeat(claims, self.lease)
                 for job_id in lost:
                     log.warning("job %d: lease lost; another worker may run it again", job_id)
