@@ -187,13 +187,14 @@ def number(config: t.Mapping[str, t.Any], key: str, default: float, *, minimum: 
         ok = False
     if not ok:
         kind = "a whole number" if integer else "a number"
-        def show(x: float) -> str:
-            return str(int(x)) if x == int(x) else f"{x:g}"
-
-        bound = f"above {show(minimum)}" if above else f"at least {show(minimum)}"
-        raise ConfigError(f"{key} must be {kind} {bound} and at most {show(maximum)}, "
+        bound = f"above {_shown(minimum)}" if above else f"at least {_shown(minimum)}"
+        raise ConfigError(f"{key} must be {kind} {bound} and at most {_shown(maximum)}, "
                           f"got {value!r}")
     return int(value) if integer else float(value)
+
+
+def _shown(x: float) -> str:
+    return str(int(x)) if x == int(x) else f"{x:g}"
 
 
 def _in_gunicorn_master() -> bool:
