@@ -96,7 +96,8 @@ for i = 3, #ARGV, 2 do
 end
 return lost
 """,
-    # ARGV: id, owner, status, delay_ms, [error] → 1, or 0 when the lease was lost
+    # ARGV: id, owner, status ('queued' for a retry, or 'dead'), delay_ms, [error]
+    # → 1, or 0 when the lease was lost (successes go through "succeed", in batches)
     "finish": """
 local key = p .. 'job:' .. ARGV[2]
 local f = redis.call('HMGET', key, 'status', 'owner')
@@ -108,10 +109,8 @@ if ARGV[6] then redis.call('HSET', key, 'error', ARGV[6]) end
 if ARGV[4] == 'queued' then
   redis.call('HSET', key, 'run_at', secs(now + tonumber(ARGV[5])))
   redis.call('ZADD', p .. 'queued', secs(now + tonumber(ARGV[5])), ARGV[2])
-elseif ARGV[4] == 'dead' then
-  redis.call('ZADD', p .. 'dead', ARGV[2], ARGV[2])
 else
-  redis.call('ZADD', p .. 'succeeded', secs(now), ARGV[2])
+  redis.call('ZADD', p .. 'dead', ARGV[2], ARGV[2])
 end
 return 1
 """,
