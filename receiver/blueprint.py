@@ -17,7 +17,8 @@ from flask import Blueprint, Request, Response, current_app, request
 
 from . import signals
 from .dispatch import dispatch, matching_handlers, send_isolated
-from .events import Event
+from .events import Event, subject
+from .formats.cloudevents import is_binary, structured
 from .jobs import EventRecord, QueueUnavailable
 from .schemas import UnknownAction, ValidationError, load_event
 from .text import printable
@@ -157,6 +158,11 @@ def webhook() -> Response:
         if problem is not None:
             raise Rejection(401, problem)
         text, data = decode(body)
+        if is_binary(req.headers):
+            # A binary-mode CloudEvent: its attributes are headers. Queue the structured
+            # body, so that a job's event is read from the body alone.
+            data = structured(req.headers, data)
+            text = json.dumps(data, ensure_ascii=False)
         try:
             event = load(data)
         except UnknownAction as unknown:
@@ -229,11 +235,13 @@ def load(data: t.Any) -> Event:
 
 
 def ignore(app: Flask, unknown: UnknownAction, started: float) -> Response:
-    """202 for a well-formed body of a type this version does not know; no handler runs."""
-    send_isolated(signals.event_ignored, app, action=unknown.action, data=unknown.data)
-    log.info("ignored type=%s status=202 duration=%.1fms", printable(unknown.action),
-             (time.perf_counter() - started) * 1e3)
-    return _json({"ignored": True, "type": unknown.action, "handlers": 0}, 202)
+    """202 for a well-formed body of a type no format knows; no handler runs."""
+    send_isolated(signals.event_ignored, app, action=unknown.action, data=unknown.data,
+                  format=unknown.format)
+    log.info("ignored type=%s format=%s status=202 duration=%.1fms", printable(unknown.action),
+             unknown.format, (time.perf_counter() - started) * 1e3)
+    return _json({"ignored": True, "type": unknown.action, "format": unknown.format,
+                  "handlers": 0}, 202)
 
 
 def run_now(app: Flask, event: Event, started: float) -> Response:
@@ -241,7 +249,8 @@ def run_now(app: Flask, event: Event, started: float) -> Response:
     outcome = dispatch(app, event)
     status = 500 if outcome.failed else 200
     _log_request(event, status, outcome.ran, started, logging.ERROR if outcome.failed else logging.INFO)
-    answer: dict[str, t.Any] = {"action": event.action, "handlers": outcome.ran}
+    answer: dict[str, t.Any] = {"action": event.action, "format": event.format,
+                                "handlers": outcome.ran}
     if outcome.failed:
         answer["error"] = "handler failed"
         answer["failed"] = outcome.failed
@@ -252,25 +261,25 @@ def enqueue(app: Flask, state: ReceiverState, event: Event, text: str, started: 
     """Queue the event and a job per matching handler (202), or answer 200 for a duplicate."""
     assert state.queue is not None
     handlers = matching_handlers(app, event)
-    record = EventRecord(event.id, event.action, event.repository.full_name, event.tags, text)
+    full_name, tags = subject(event)
+    record = EventRecord(event.id, event.action, full_name, tags, text)
     pool = state.pool
     try:
         submitted = state.queue.submit(record, handlers, state.window,
                                        pool.hold(len(handlers)) if pool is not None and handlers else None)
     except QueueUnavailable as exc:
-        log.error("cannot queue %s %s: %s", event.action,
-                  printable(event.repository.full_name), exc)
+        log.error("cannot queue %s %s: %s", event.action, printable(full_name or "-"), exc)
         raise Rejection(503, "the queue is unavailable; retry later") from None
     if submitted.duplicate:
         send_isolated(signals.event_duplicate, app, event=event)
         _log_request(event, 200, 0, started, logging.INFO, duplicate=True)
-        return _json({"action": event.action, "event_id": event.id, "duplicate": True,
-                      "handlers": 0}, 200)
+        return _json({"action": event.action, "format": event.format, "event_id": event.id,
+                      "duplicate": True, "handlers": 0}, 200)
     send_isolated(signals.event_received, app, event=event)  # before any handler runs
     if submitted.claims:
         pool.accept(submitted.claims, event)  # type: ignore[union-attr]
     _log_request(event, 202, len(submitted.job_ids), started, logging.INFO)
-    return _json({"action": event.action, "event_id": event.id,
+    return _json({"action": event.action, "format": event.format, "event_id": event.id,
                   "handlers": len(submitted.job_ids)}, 202)
 
 
@@ -278,13 +287,14 @@ def _log_request(event: Event, status: int, handlers: int, started: float, level
                  duplicate: bool = False) -> None:
     if not log.isEnabledFor(level):
         return
+    full_name, tags = subject(event)
     # The request line is on every request's path: build the record directly, skipping
     # Logger.findCaller's stack walk (a few percent of a request under gunicorn).
     log.handle(log.makeRecord(
         log.name, level, __file__, 0,
-        "%s %s tags=%s status=%d handlers=%d duration=%.1fms event=%s%s",
-        (event.action, printable(event.repository.full_name),
-         printable(",".join(event.tags) or "-"), status, handlers,
+        "%s %s tags=%s format=%s status=%d handlers=%d duration=%.1fms event=%s%s",
+        (event.action, printable(full_name or "-"),
+         printable(",".join(tags) or "-"), event.format, status, handlers,
          (time.perf_counter() - started) * 1e3, event.id, " duplicate" if duplicate else ""),
         None, "webhook",
     ))

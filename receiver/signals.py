@@ -22,7 +22,14 @@ __all__ = [
     "handler_failed",
     "pull_image",
     "push_image",
+    "quota_exceed",
+    "quota_warning",
+    "replication",
     "request_rejected",
+    "scanning_completed",
+    "scanning_failed",
+    "scanning_stopped",
+    "tag_retention",
     "upload_chart",
 ]
 
@@ -49,7 +56,8 @@ delete_chart = _signals.signal("deleteChart", doc="Chart versions were deleted. 
 event_ignored = _signals.signal(
     "event-ignored",
     doc="A well-formed body whose ``type`` this version does not know; no handler runs. "
-    "Keywords: ``action`` (the body's type) and ``data`` (the decoded body).",
+    "Keywords: ``action`` (the body's type), ``data`` (the decoded body) and ``format`` "
+    "(the format it looks like).",
 )
 handler_failed = _signals.signal(
     "handler-failed",
@@ -62,7 +70,17 @@ request_rejected = _signals.signal(
     "(the message sent back, which never holds a secret).",
 )
 
-#: The signal for each action's wire name.
+scanning_completed = _signals.signal("scanningCompleted", doc="A scan completed. Keyword: ``event``.")
+scanning_failed = _signals.signal("scanningFailed", doc="A scan failed. Keyword: ``event``.")
+scanning_stopped = _signals.signal("scanningStopped", doc="A scan was stopped. Keyword: ``event``.")
+quota_exceed = _signals.signal("quotaExceed", doc="A push exceeded a quota. Keyword: ``event``.")
+quota_warning = _signals.signal("quotaWarning", doc="A quota's warning level was passed. "
+                                "Keyword: ``event``.")
+replication = _signals.signal("replication", doc="A replication task ended. Keyword: ``event``.")
+tag_retention = _signals.signal("tagRetention", doc="A tag retention run finished. "
+                                "Keyword: ``event``.")
+
+#: The signal for each action's name.
 action_signals = {
     "pushImage": push_image,
     "pullImage": pull_image,
@@ -70,5 +88,12 @@ action_signals = {
     "uploadChart": upload_chart,
     "downloadChart": download_chart,
     "deleteChart": delete_chart,
+    "scanningCompleted": scanning_completed,
+    "scanningFailed": scanning_failed,
+    "scanningStopped": scanning_stopped,
+    "quotaExceed": quota_exceed,
+    "quotaWarning": quota_warning,
+    "replication": replication,
+    "tagRetention": tag_retention,
 }
 assert tuple(action_signals) == ACTIONS

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import AUTH, SECRET
+from servers import ROOT
 from wire import SEED
 from receiver import PushImage, on, signals
 from receiver.testing import capture_events, make_body
@@ -36,7 +37,7 @@ def test_seed_example_is_accepted(client, seed_body):
 
     resp = post(client, seed_body)
     assert resp.status_code == 200
-    assert resp.get_json() == {"action": "pushImage", "handlers": 1}
+    assert resp.get_json() == {"action": "pushImage", "format": "tcr", "handlers": 1}
     assert len(got) == 1
     event = got[0]
     assert isinstance(event, PushImage)
@@ -138,11 +139,12 @@ def _with(path: list, value) -> dict:
         R(_with(["type"], 7), {"type": ["Not a valid string."]}, id="type-not-string"),
         R(_with(["event_data", "resources", 0, "digest"], "sha256:1234"),
           {"event_data": {"resources": {"0": {"digest": [
-              "Not a valid digest: expected 'sha256:' and 64 lower-case hex digits."]}}}},
+              "Not a valid digest: expected 'sha256:' and 64 lower-case hex digits "
+              "(or 'sha512:' and 128)."]}}}},
           id="bad-digest"),
-        R(_with(["event_data", "repository", "repo_full_name"], "nginx"),
-          {"event_data": {"repository": {"repo_full_name": [
-              "Must be 'namespace/name', i.e. 'public/nginx'."]}}}, id="bad-full-name"),
+        R(_with(["event_data", "repository", "repo_full_name"], 5),
+          {"event_data": {"repository": {"repo_full_name": ["Not a valid string."]}}},
+          id="bad-full-name"),
         R(_with(["event_data", "resources"], {"a": 1}),
           {"event_data": {"resources": ["Not a valid list."]}}, id="resources-not-list"),
     ],
@@ -205,16 +207,17 @@ def test_unknown_type_is_acknowledged_and_ignored(client):
     ran, ignored = [], []
     on("pushImage")(ran.append)
 
-    def record(sender, action, data, **extra):
-        ignored.append((sender, action, data))
+    def record(sender, action, data, format, **extra):
+        ignored.append((sender, action, data, format))
 
-    body = {"type": "scanningCompleted", "occur_at": 1, "event_data": {}}
+    body = {"type": "ARTIFACT_SIGNED", "occur_at": 1, "event_data": {}}
     with signals.event_ignored.connected_to(record):
         resp = post(client, body)
     assert resp.status_code == 202
-    assert resp.get_json() == {"ignored": True, "type": "scanningCompleted", "handlers": 0}
+    assert resp.get_json() == {"ignored": True, "type": "ARTIFACT_SIGNED", "format": "harbor",
+                               "handlers": 0}
     assert ran == []
-    assert ignored == [(client.application, "scanningCompleted", body)]
+    assert ignored == [(client.application, "ARTIFACT_SIGNED", body, "harbor")]
 
 
 @pytest.mark.parametrize("body", [
@@ -242,7 +245,7 @@ def test_failing_signal_observers_never_turn_bad_input_into_a_500(client, seed_b
 
     with signals.request_rejected.connected_to(broken), signals.event_ignored.connected_to(broken):
         assert post(client, b"{").status_code == 400
-        assert post(client, {"type": "scanningCompleted"}).status_code == 202
+        assert post(client, {"type": "artifactSigned"}).status_code == 202
 
 
 def test_chunked_body_the_server_cannot_read_is_411(client, seed_body):
@@ -295,7 +298,7 @@ def test_filters_choose_handlers(client):
         lambda e: calls.append(("filtered", e.tags)))
     on(["pushImage", "deleteImage"])(lambda e: calls.append(("all", e.tags)))
     resp = post(client, make_body("pushImage", "prod/app-api/web", ["latest", "v2"]))
-    assert resp.get_json() == {"action": "pushImage", "handlers": 2}
+    assert resp.get_json() == {"action": "pushImage", "format": "tcr", "handlers": 2}
     assert sorted(calls) == [("all", ("latest", "v2")), ("filtered", ("v2",))]
     calls.clear()
     for body in (make_body("pushImage", "test/app-api", ["v2"]),
@@ -305,17 +308,22 @@ def test_filters_choose_handlers(client):
     assert [c[0] for c in calls] == ["all", "all", "all"]
 
 
-def test_every_action_is_dispatched_to_its_signal(client):
-    """Each of the six actions reaches its own signal with the typed event."""
-    from receiver.events import ACTIONS, event_class
+@pytest.mark.parametrize("path", sorted((ROOT / "receiver" / "samples").glob("*/*.json")),
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_action_of_every_format_reaches_its_signal(client, path):
+    """Each sample body, posted with its format's content type, reaches its action's own
+    signal as the typed event of its format."""
+    from receiver.events import event_class
+    from receiver.formats import FORMATS
 
-    for action in ACTIONS:
-        seen = []
-        on(action)(seen.append)
-        resp = post(client, make_body(action, "ns/repo", ["1.0.0"]))
-        assert resp.status_code == 200, resp.get_json()
-        assert resp.get_json() == {"action": action, "handlers": 1}
-        assert type(seen[0]) is event_class(action)
+    fmt, action = path.parent.name, path.stem.split("-")[0]
+    seen = []
+    on(action)(seen.append)
+    resp = client.post("/webhook", data=path.read_bytes(), headers={
+        "Content-Type": FORMATS[fmt].content_type, **AUTH})
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json() == {"action": action, "format": fmt, "handlers": 1}
+    assert type(seen[0]) is event_class(action) and seen[0].format == fmt
 
 
 def test_signals_carry_the_app_as_sender(client, seed_body):
@@ -354,7 +362,7 @@ def test_one_log_line_per_request(client, caplog):
     post(client, make_body("pushImage", "prod/api", ["v1", "v2"]))
     lines = [r.getMessage() for r in caplog.records if r.name == "receiver"]
     assert len(lines) == 1
-    assert lines[0].startswith("pushImage prod/api tags=v1,v2 status=200 handlers=1 duration=")
+    assert lines[0].startswith("pushImage prod/api tags=v1,v2 format=tcr status=200 handlers=1 duration=")
     assert re.search(r" duration=[0-9.]+ms event=[0-9a-f]{32}$", lines[0])
 
 

@@ -55,7 +55,7 @@ def test_seed_body_is_queued_and_reaches_the_handler(server, seed_body):
     url, record, log = server
     status, answer = post(url + "/webhook", seed_body, {"Authentication": SECRET})
     eid = event_id(json.loads(seed_body))
-    assert (status, answer) == (202, {"action": "pushImage", "event_id": eid, "handlers": 1})
+    assert (status, answer) == (202, {"action": "pushImage", "format": "tcr", "event_id": eid, "handlers": 1})
     wait_for(lambda: any(r["id"] == eid for r in records(record)), what="the handler's record")
     assert {"action": "pushImage", "repo": "public/nginx", "tags": ["v1.10.0"],
             "id": eid} in records(record)
@@ -80,8 +80,8 @@ def test_the_same_body_three_times_across_two_workers_runs_once(server):
     body = json.dumps(make_body("pushImage", "prod/once", ["v9"])).encode()
     answers = [post(url + "/webhook", body, {"Authentication": SECRET}) for _ in range(3)]
     eid = event_id(json.loads(body))
-    assert answers[0] == (202, {"action": "pushImage", "event_id": eid, "handlers": 1})
-    assert answers[1:] == [(200, {"action": "pushImage", "event_id": eid, "duplicate": True,
+    assert answers[0] == (202, {"action": "pushImage", "format": "tcr", "event_id": eid, "handlers": 1})
+    assert answers[1:] == [(200, {"action": "pushImage", "format": "tcr", "event_id": eid, "duplicate": True,
                                   "handlers": 0})] * 2
     wait_for(lambda: any(r["id"] == eid for r in records(record)))
     # Give a wrongly queued second job every chance to run before counting.
@@ -109,7 +109,7 @@ def test_log_has_a_line_per_request_and_no_secret(server):
     url, record, log = server
     post(url + "/webhook", make_body("pushImage", "ns/logged", ["t1"]), {"Authentication": SECRET})
     post(url + "/webhook", make_body(), {"Authentication": "not-" + SECRET})
-    wait_for(lambda: "pushImage ns/logged tags=t1 status=202 handlers=1 duration=" in log.read_text())
+    wait_for(lambda: "pushImage ns/logged tags=t1 format=tcr status=202 handlers=1 duration=" in log.read_text())
     text = log.read_text()
     assert "rejected status=401 reason=wrong value for auth header 'Authentication'" in text
     assert SECRET not in text
@@ -137,7 +137,7 @@ def test_sync_mode_answers_500_when_a_handler_failed(tmp_path):
         ok = post(url + "/webhook", make_body("pushImage", "ns/ok", ["v1"]))
     assert status == 500 and answer["handlers"] == 2
     assert answer["failed"] == ["recording_handlers.broken"]
-    assert ok == (200, {"action": "pushImage", "handlers": 1})
+    assert ok == (200, {"action": "pushImage", "format": "tcr", "handlers": 1})
     assert [r["repo"] for r in records(record)] == ["charts/web", "ns/ok"]
 
 

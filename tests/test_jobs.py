@@ -33,7 +33,7 @@ def test_event_is_queued_and_answered_202_before_any_handler_runs(queued_app):
     body = make_body("pushImage", "prod/api", ["v1"])
     with capture_events(queued_app) as received:
         assert post(queued_app, body) == (
-            202, {"action": "pushImage", "event_id": event_id(body), "handlers": 1})
+            202, {"action": "pushImage", "format": "tcr", "event_id": event_id(body), "handlers": 1})
     assert seen == [] and [e.id for e in received] == [event_id(body)]
     [job] = run_jobs(queued_app)
     assert (job.status, job.attempts, job.handler) == ("succeeded", 1, "list.append")
@@ -49,7 +49,7 @@ def test_duplicate_is_answered_200_and_signalled(queued_app):
         first = post(queued_app, body)
         again = post(queued_app, body)
     assert first[0] == 202
-    assert again == (200, {"action": "pushImage", "event_id": event_id(body),
+    assert again == (200, {"action": "pushImage", "format": "tcr", "event_id": event_id(body),
                            "duplicate": True, "handlers": 0})
     assert dups == [event_id(body)]
     assert len(run_jobs(queued_app)) == 1
@@ -155,7 +155,7 @@ def test_async_handlers_are_awaited(queued_app):
     post(queued_app, make_body())
     assert run_jobs(queued_app)[0].status == "succeeded"
     sync = create_app({"RECEIVER_QUEUE": "sync"})
-    assert post(sync, make_body())[1] == {"action": "pushImage", "handlers": 1}
+    assert post(sync, make_body())[1] == {"action": "pushImage", "format": "tcr", "handlers": 1}
     assert seen == ["pushImage", "pushImage"]
 
 

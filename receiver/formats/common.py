@@ -1,0 +1,383 @@
+"""What the three formats share: the ``event_data`` declaration, and the mapping between its
+loaded form and the typed events.
+
+Harbor 2.x's ``event_data`` (the default format's, and CloudEvents' ``data``) is declared here
+once; TCR / Harbor 1.x declares a stricter ``event_data`` from the same parts in :mod:`.tcr`.
+Loading gives plain dicts keyed by wire names; :func:`build` makes the typed event of them,
+and :func:`event_data` is its inverse for dumping.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from datetime import datetime, timezone
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_dump, pre_load, validate
+
+from ..events import (
+    DIGEST,
+    MAX_REPOSITORY,
+    MAX_RESOURCES,
+    MAX_TAG,
+    ArtifactOutcome,
+    Endpoint,
+    Event,
+    QuotaEvent,
+    Replication,
+    Repository,
+    RepositoryEvent,
+    Resource,
+    RetentionRule,
+    ScanEvent,
+    ScannedResource,
+    TagRetention,
+    event_class,
+    is_digest,
+)
+from .fields import Bool, Int, Pattern, TagOrDigest, TextOrInt, UnixTime, is_integral
+
+#: A digest on the wire, as a JSON Schema pattern.
+DIGEST_PATTERN = f"^({DIGEST.pattern})$"
+#: The media type Harbor keys a vulnerability report's summary by.
+VULNERABILITY_REPORT = "application/vnd.security.vulnerability.report; version=1.1"
+
+_name = validate.Length(min=1, max=MAX_REPOSITORY, error="Must be 1 to {max} characters long.")
+_digest = Pattern(DIGEST_PATTERN, "Not a valid digest: expected 'sha256:' and 64 lower-case "
+                  "hex digits (or 'sha512:' and 128).")
+_tag = TagOrDigest(MAX_TAG, DIGEST_PATTERN)
+
+
+class Wire(Schema):
+    """Every schema of the wire: unknown keys are ignored (the registry's payload grows; see
+    ``receiver validate --strict``), loads give dicts, and a dump leaves out what is ``None``,
+    as Harbor's ``omitempty`` does."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    @post_dump
+    def _omit_none(self, data: dict[str, t.Any], **kwargs: t.Any) -> dict[str, t.Any]:
+        return {k: v for k, v in data.items() if v is not None}
+
+
+class Bounded(Wire):
+    """An ``event_data``: refuses an oversized ``resources`` list before validating its
+    items, so half a million bad resources cost one check and one message."""
+
+    @pre_load
+    def _bounded(self, data: t.Any, **kwargs: t.Any) -> t.Any:
+        if isinstance(data, dict):
+            resources = data.get("resources")
+            if isinstance(resources, list) and len(resources) > MAX_RESOURCES:
+                raise ValidationError(f"More than {MAX_RESOURCES} resources.", "resources")
+        return data
+
+
+class Scanner(Wire):
+    name = fields.String()
+    vendor = fields.String()
+    version = fields.String()
+
+
+class VulnerabilitySummary(Wire):
+    total = Int()
+    fixable = Int()
+    summary = fields.Dict(keys=fields.String(), values=Int(), allow_none=True)
+
+
+class ReportSummary(Wire):
+    """One value of a resource's ``scan_overview``, keyed by the report's media type.
+    (Harbor 1.9 wrote Clair's object instead, with ``severity`` a number.)"""
+
+    report_id = fields.String()
+    scan_status = fields.String()
+    severity = TextOrInt()
+    duration = Int()
+    summary = fields.Nested(VulnerabilitySummary, allow_none=True)
+    start_time = fields.String()
+    end_time = fields.String()
+    scanner = fields.Nested(Scanner, allow_none=True)
+    complete_percent = Int()
+
+
+class ResourceSchema(Wire):
+    """One entry of ``event_data.resources``."""
+
+    digest = fields.String(allow_none=True, validate=_digest)
+    tag = fields.String(allow_none=True, validate=_tag)
+    resource_url = fields.String(allow_none=True)
+    scan_overview = fields.Dict(keys=fields.String(), values=fields.Nested(ReportSummary),
+                                allow_none=True)
+    sbom_overview = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True), allow_none=True)
+
+
+class RepositorySchema(Wire):
+    """``event_data.repository``. ``repo_full_name`` is ``namespace/name``; the event uses
+    those two."""
+
+    date_created = UnixTime(allow_none=True)
+    name = fields.String(required=True, validate=_name)
+    namespace = fields.String(required=True, validate=_name)
+    repo_full_name = fields.String(allow_none=True)
+    repo_type = fields.String(allow_none=True)
+
+
+class EndpointSchema(Wire):
+    registry_name = fields.String(allow_none=True)
+    registry_type = fields.String(allow_none=True)
+    endpoint = fields.String(allow_none=True)
+    provider = fields.String(allow_none=True)
+    namespace = fields.String(allow_none=True)
+
+
+class ArtifactInfo(Wire):
+    type = fields.String(allow_none=True)
+    status = fields.String(allow_none=True)
+    name_tag = fields.String(allow_none=True)
+    references = fields.List(fields.String(), allow_none=True)
+    fail_reason = fields.String(allow_none=True)
+
+
+class ReplicationSchema(Wire):
+    """``event_data.replication`` (Harbor 2.x ``REPLICATION``)."""
+
+    harbor_hostname = fields.String(allow_none=True)
+    job_status = fields.String(allow_none=True)
+    description = fields.String(allow_none=True)
+    artifact_type = fields.String(allow_none=True)
+    authentication_type = fields.String(allow_none=True)
+    override_mode = Bool(allow_none=True)
+    trigger_type = fields.String(allow_none=True)
+    policy_creator = fields.String(allow_none=True)
+    execution_timestamp = UnixTime(allow_none=True)
+    src_resource = fields.Nested(EndpointSchema, allow_none=True)
+    dest_resource = fields.Nested(EndpointSchema, allow_none=True)
+    successful_artifact = fields.List(fields.Nested(ArtifactInfo), allow_none=True)
+    failed_artifact = fields.List(fields.Nested(ArtifactInfo), allow_none=True)
+    execution_id = Int(allow_none=True)
+    task_id = Int(allow_none=True)
+
+
+class RetentionRuleSchema(Wire):
+    template = fields.String(allow_none=True)
+    params = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True), allow_none=True)
+    tag_selectors = fields.List(fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True)),
+                                allow_none=True)
+    scope_selectors = fields.Dict(
+        keys=fields.String(), values=fields.List(fields.Dict(keys=fields.String(),
+                                                             values=fields.Raw(allow_none=True))),
+        allow_none=True)
+
+
+class RetentionSchema(Wire):
+    """``event_data.retention`` (Harbor 2.x ``TAG_RETENTION``)."""
+
+    total = Int(allow_none=True)
+    retained = Int(allow_none=True)
+    harbor_hostname = fields.String(allow_none=True)
+    project_name = fields.String(allow_none=True)
+    retention_policy_id = Int(allow_none=True)
+    retention_rule = fields.List(fields.Nested(RetentionRuleSchema), allow_none=True)
+    result = fields.String(allow_none=True)
+    deleted_artifact = fields.List(fields.Nested(ArtifactInfo), allow_none=True)
+
+
+class ScanSchema(Wire):
+    scan_type = fields.String(allow_none=True)
+
+
+_resources = validate.Length(max=MAX_RESOURCES, error="More than {max} resources.")
+
+
+class EventData(Bounded):
+    """Harbor 2.x ``event_data``: every key may be missing. Which ones an event type needs
+    is the envelope's business (``REQUIRES`` there)."""
+
+    resources = fields.List(fields.Nested(ResourceSchema), allow_none=True, validate=_resources)
+    repository = fields.Nested(RepositorySchema, allow_none=True)
+    replication = fields.Nested(ReplicationSchema, allow_none=True)
+    retention = fields.Nested(RetentionSchema, allow_none=True)
+    scan = fields.Nested(ScanSchema, allow_none=True)
+    custom_attributes = fields.Dict(keys=fields.String(), values=fields.String(allow_none=True),
+                                    allow_none=True)
+
+
+# Loaded event_data to a typed event, and back.
+
+_UTC = timezone.utc
+
+
+def build(action: str, fmt: str, occurred_at: datetime, operator: str | None,
+          data: t.Mapping[str, t.Any], *, id: str = "", raw: t.Any = None) -> Event:
+    """The typed event of a loaded ``event_data`` (*data*, keyed by wire names)."""
+    cls = event_class(action)
+    common: dict[str, t.Any] = {"occurred_at": occurred_at, "operator": operator or "",
+                                "id": id, "format": fmt, "raw": raw}
+    if issubclass(cls, RepositoryEvent):
+        repo = data["repository"]
+        common["repository"] = Repository(repo["namespace"], repo["name"], repo.get("repo_type"),
+                                          repo.get("date_created"))
+        resources = data.get("resources") or ()
+        if issubclass(cls, ScanEvent):
+            common["resources"] = tuple(_scanned(r) for r in resources)
+        else:
+            common["resources"] = tuple(_resource(r) for r in resources)
+        if issubclass(cls, QuotaEvent):
+            common["details"] = (data.get("custom_attributes") or {}).get("Details")
+        return cls(**common)
+    if cls is Replication:
+        return Replication(**common, **_replication(data.get("replication") or {}))
+    return TagRetention(**common, **_retention(data.get("retention") or {}))
+
+
+def _resource(r: t.Mapping[str, t.Any]) -> Resource:
+    digest, tag = r.get("digest"), r.get("tag")
+    if tag is not None and is_digest(tag):  # Harbor 2.x: the digest stands in for no tag
+        digest, tag = digest or tag, None
+    return Resource(digest, tag or None, r.get("resource_url"))
+
+
+# Harbor 1.9's Clair overview gives the severity as a number (its models.Severity).
+_CLAIR_SEVERITY = {1: "None", 2: "Unknown", 3: "Low", 4: "Medium", 5: "High"}
+
+
+def _scanned(r: t.Mapping[str, t.Any]) -> ScannedResource:
+    """A scanned resource. The TCR format leaves ``scan_overview``'s values unchecked (Harbor
+    1.9 and 1.10 differ), so every value is taken only when it has the expected type."""
+    base = _resource(r)
+    overview = r.get("scan_overview") or {}
+    report = overview.get(VULNERABILITY_REPORT) or next(iter(overview.values()), None)
+    if not isinstance(report, dict):  # Harbor 1.9's Clair object is not keyed by media type
+        report = overview
+    severity = report.get("severity")
+    if not isinstance(severity, str):
+        severity = _CLAIR_SEVERITY.get(severity) if is_integral(severity) else None
+    summary = _dict(report.get("summary"))
+    counts = {k: int(v) for k, v in _dict(summary.get("summary")).items() if is_integral(v)}
+    return ScannedResource(
+        base.digest, base.tag, base.url,
+        severity=severity or None,
+        counts=counts,
+        total=_int(summary.get("total")),
+        fixable=_int(summary.get("fixable")),
+        scanner=_str(_dict(report.get("scanner")).get("name")),
+        status=_str(report.get("scan_status")),
+    )
+
+
+def _dict(value: t.Any) -> dict[str, t.Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _int(value: t.Any) -> int | None:
+    return int(value) if is_integral(value) else None
+
+
+def _str(value: t.Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _outcomes(items: t.Any) -> tuple[ArtifactOutcome, ...]:
+    return tuple(
+        ArtifactOutcome(i.get("type"), i.get("status"), i.get("name_tag"),
+                        tuple(i.get("references") or ()), i.get("fail_reason"))
+        for i in items or ()
+    )
+
+
+def _endpoint(e: t.Any) -> Endpoint | None:
+    return None if e is None else Endpoint(**e)
+
+
+def _replication(r: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    return {
+        "status": r.get("job_status"), "trigger": r.get("trigger_type"),
+        "description": r.get("description"), "artifact_type": r.get("artifact_type"),
+        "override": r.get("override_mode"), "policy_creator": r.get("policy_creator"),
+        "executed_at": r.get("execution_timestamp"),
+        "source": _endpoint(r.get("src_resource")),
+        "destination": _endpoint(r.get("dest_resource")),
+        "succeeded": _outcomes(r.get("successful_artifact")),
+        "failed": _outcomes(r.get("failed_artifact")),
+        "hostname": r.get("harbor_hostname"),
+        "execution_id": r.get("execution_id"), "task_id": r.get("task_id"),
+    }
+
+
+def _retention(r: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    rules = tuple(
+        RetentionRule(rule.get("template"), dict(rule.get("params") or {}),
+                      tuple(rule.get("tag_selectors") or ()),
+                      {k: tuple(v) for k, v in (rule.get("scope_selectors") or {}).items()})
+        for rule in r.get("retention_rule") or ()
+    )
+    return {
+        "status": r.get("result"), "project": r.get("project_name"),
+        "policy_id": r.get("retention_policy_id"), "total": r.get("total"),
+        "retained": r.get("retained"), "rules": rules,
+        "deleted": _outcomes(r.get("deleted_artifact")), "hostname": r.get("harbor_hostname"),
+    }
+
+
+def event_data(event: Event, *, report: str = VULNERABILITY_REPORT) -> dict[str, t.Any]:
+    """The ``event_data`` of *event*, ready for a schema's dump (the inverse of :func:`build`)."""
+    if isinstance(event, RepositoryEvent):
+        repo = event.repository
+        out: dict[str, t.Any] = {
+            "resources": [_dump_resource(r, report) for r in event.resources],
+            "repository": {"date_created": repo.created_at, "name": repo.name,
+                           "namespace": repo.namespace, "repo_full_name": repo.full_name,
+                           "repo_type": repo.type},
+        }
+        if isinstance(event, QuotaEvent) and event.details is not None:
+            out["custom_attributes"] = {"Details": event.details}
+        return out
+    if isinstance(event, Replication):
+        return {"replication": {
+            "harbor_hostname": event.hostname, "job_status": event.status,
+            "description": event.description, "artifact_type": event.artifact_type,
+            "override_mode": event.override, "trigger_type": event.trigger,
+            "policy_creator": event.policy_creator, "execution_timestamp": event.executed_at,
+            "src_resource": _dump_endpoint(event.source),
+            "dest_resource": _dump_endpoint(event.destination),
+            "successful_artifact": [_dump_outcome(a) for a in event.succeeded] or None,
+            "failed_artifact": [_dump_outcome(a) for a in event.failed] or None,
+            "execution_id": event.execution_id, "task_id": event.task_id,
+        }}
+    assert isinstance(event, TagRetention)
+    return {"retention": {
+        "total": event.total, "retained": event.retained, "harbor_hostname": event.hostname,
+        "project_name": event.project, "retention_policy_id": event.policy_id,
+        "retention_rule": [
+            {"template": r.template, "params": dict(r.params) or None,
+             "tag_selectors": list(r.tag_selectors) or None,
+             "scope_selectors": {k: list(v) for k, v in r.scope_selectors.items()} or None}
+            for r in event.rules
+        ] or None,
+        "result": event.status,
+        "deleted_artifact": [_dump_outcome(a) for a in event.deleted] or None,
+    }}
+
+
+def _dump_resource(r: Resource, report: str) -> dict[str, t.Any]:
+    out: dict[str, t.Any] = {"digest": r.digest, "tag": r.tag or r.digest,
+                             "resource_url": r.url}
+    if isinstance(r, ScannedResource):
+        out["scan_overview"] = {report: {
+            "scan_status": r.status, "severity": r.severity,
+            "summary": None if r.total is None and r.fixable is None and not r.counts else {
+                "total": r.total, "fixable": r.fixable, "summary": dict(r.counts)},
+            "scanner": None if r.scanner is None else {"name": r.scanner},
+        }}
+    return out
+
+
+def _dump_endpoint(e: Endpoint | None) -> dict[str, t.Any] | None:
+    return None if e is None else {
+        "registry_name": e.registry_name, "registry_type": e.registry_type,
+        "endpoint": e.endpoint, "provider": e.provider, "namespace": e.namespace}
+
+
+def _dump_outcome(a: ArtifactOutcome) -> dict[str, t.Any]:
+    return {"type": a.type, "status": a.status, "name_tag": a.name_tag,
+            "references": list(a.references), "fail_reason": a.fail_reason}
