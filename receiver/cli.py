@@ -1,4 +1,5 @@
-"""The ``receiver`` command: try patterns, manage trigger rules, send events, read the log.
+"""The ``receiver`` command: try patterns, manage trigger rules, send events, read the log,
+check bodies against the wire formats.
 
 This module only parses arguments and prints; the work is done by the modules it calls.
 Every mistake a user can make ends with one line on stderr and exit status 2.
@@ -6,6 +7,8 @@ Every mistake a user can make ends with one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import dataclasses
+import getpass
 import json
 import math
 import os
@@ -19,9 +22,12 @@ import click
 
 from . import __version__
 from .matcher import PatternError, repository_fullmatch, tag_fullmatch
-from .events import ACTIONS, Event, build_event
+from .events import ACTIONS, REPOSITORY_ACTIONS, SEVERITIES, Event, build_event, subject
+from .formats import FORMATS
 from .rules import DEFAULT_ACTIONS, RuleError, TriggerRule, parse_header
-from .sender import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, MAX_SECONDS, Sender
+from .sender import (DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, MAX_SECONDS, Sender,
+                     wire_format)
+from .text import printable
 from .jobs import JOB_STATUSES, Job, Queue, QueueError, QueueUnavailable, open_queue
 from .jobs.base import iso
 from .store import STATUSES, Delivery, NotFound, Store, default_db_path
@@ -114,8 +120,10 @@ def main(ctx: click.Context, db: str | None) -> None:
     \b
     Try a pattern:        receiver match --repository '/app*/**' app1/web
     Manage rules:         receiver rules create NAME --url URL ...
-    Fire an event:        receiver emit pushImage prod/app:v1
+    Fire an event:        receiver emit pushImage prod/app:v1 --format harbor
     Read the trigger log: receiver logs
+    Check a body:         receiver validate body.json --strict
+    Get a JSON Schema:    receiver schema --format cloudevents
     See handler jobs:     receiver jobs --status dead
 
     The receiver itself runs under gunicorn: `gunicorn wsgi:app`.
@@ -199,8 +207,17 @@ def _rule_options(create: bool) -> t.Callable[[F], F]:
         options = [
             click.option("--url", required=create, help="The target URL (http or https)."),
             click.option("--action", "actions", multiple=True, metavar="ACTION",
-                         help="An action to fire on; repeat for several. Default for a new rule: "
-                              + ", ".join(DEFAULT_ACTIONS) + "."),
+                         help="An action to fire on, one of " + ", ".join(ACTIONS)
+                              + "; repeat for several"
+                              + (". Default: those of " + ", ".join(DEFAULT_ACTIONS)
+                                 + " that the format carries." if create
+                                 else "; replaces the rule's actions.")),
+            click.option("--format", "format_", type=click.Choice(list(FORMATS)),
+                         help="The wire format of its deliveries: tcr (TCR, Harbor 1.x), harbor "
+                              "(Harbor 2.x) or cloudevents (Harbor 2.8+)"
+                              + (" [default: tcr]." if create else ".")
+                              + " cloudevents has no chart events, tcr no scanningStopped, "
+                                "replication or tagRetention."),
             click.option("--namespace", help="The namespace the rule applies to; '' for all."),
             click.option("--repository", metavar="PATTERN",
                          help="Repository pattern relative to the namespace, e.g. '/app*/**'."),
@@ -224,7 +241,9 @@ def rules() -> None:
     """Create, configure, enable, disable, list and delete trigger rules.
 
     A rule fires for an event when its action, namespace, repository pattern and tag
-    pattern all match; each delivery then carries the resources whose tag matched.
+    pattern all match; each delivery then carries the resources whose tag matched, in the
+    rule's wire format (--format). replication and tagRetention events have no repository:
+    only a rule without a namespace, repository or tag pattern fires for them.
     """
 
 
@@ -233,14 +252,22 @@ def rules() -> None:
 @_rule_options(create=True)
 @click.pass_context
 def rules_create(ctx: click.Context, name: str, url: str, actions: tuple[str, ...],
-                 namespace: str | None, repository: str | None, tag: str | None,
-                 headers: tuple[str, ...], description: str | None, disabled: bool) -> None:
-    """Create the rule NAME (lower-case letters, digits and -._)."""
+                 format_: str | None, namespace: str | None, repository: str | None,
+                 tag: str | None, headers: tuple[str, ...], description: str | None,
+                 disabled: bool) -> None:
+    """Create the rule NAME (lower-case letters, digits and -._).
+
+    A rule's actions must be ones its format carries; the rule is refused otherwise.
+
+    \b
+      receiver rules create deploy --url http://127.0.0.1:8000/webhook --namespace prod \\
+          --tag 'v*' --header 'Authentication: s3cret' --format harbor
+    """
     try:
         rule = TriggerRule(
-            name=name, url=url, actions=actions or DEFAULT_ACTIONS, namespace=namespace or None,
+            name=name, url=url, actions=actions or None, namespace=namespace or None,  # type: ignore[arg-type]
             repository=repository or "", tag=tag or "", headers=_headers(headers),
-            description=description or "", enabled=not disabled,
+            description=description or "", enabled=not disabled, format=format_ or "tcr",
         )
         _store(ctx).add_rule(rule)
     except RuleError as exc:
@@ -253,13 +280,17 @@ def rules_create(ctx: click.Context, name: str, url: str, actions: tuple[str, ..
 @_rule_options(create=False)
 @click.pass_context
 def rules_update(ctx: click.Context, name: str, url: str | None, actions: tuple[str, ...],
-                 namespace: str | None, repository: str | None, tag: str | None,
-                 headers: tuple[str, ...], description: str | None, clear_headers: bool) -> None:
-    """Change the given fields of the rule NAME; the others stay as they are."""
+                 format_: str | None, namespace: str | None, repository: str | None,
+                 tag: str | None, headers: tuple[str, ...], description: str | None,
+                 clear_headers: bool) -> None:
+    """Change the given fields of the rule NAME; the others stay as they are.
+
+    A new --format must carry every action of the rule: give --action too if it does not.
+    """
     store = _store(ctx)
     changes: dict[str, t.Any] = {}
     for key, value in (("url", url), ("namespace", namespace), ("repository", repository),
-                       ("tag", tag), ("description", description)):
+                       ("tag", tag), ("description", description), ("format", format_)):
         if value is not None:
             changes[key] = value
     if actions:
@@ -322,9 +353,9 @@ def rules_list(ctx: click.Context, as_json: bool) -> None:
     if not found:
         click.echo("no rules; create one with: receiver rules create NAME --url URL", err=True)
         return
-    table = [("NAME", "ENABLED", "ACTIONS", "NAMESPACE", "REPOSITORY", "TAG", "URL")]
+    table = [("NAME", "ENABLED", "FORMAT", "ACTIONS", "NAMESPACE", "REPOSITORY", "TAG", "URL")]
     for r in found:
-        table.append((r.name, "yes" if r.enabled else "no", ",".join(r.actions),
+        table.append((r.name, "yes" if r.enabled else "no", r.format, ",".join(r.actions),
                       r.namespace or "*", r.repository or "*", r.tag or "*", r.url))
     _print_table(table)
 
@@ -379,16 +410,58 @@ def _sender(ctx: click.Context, timeout: float, attempts: int, backoff: float) -
     return Sender(_store(ctx), timeout=timeout, attempts=attempts, backoff=backoff)
 
 
-def _event(action: str, ref: str, digest: str | None, operator: str | None, host: str) -> Event:
-    """NS/REPO:TAG[,TAG...] as an event, like the registry would send."""
-    repo, sep, tags = ref.rpartition(":")
-    if not sep or "/" in tags or not repo:
+def _operator() -> str:
+    """Who fires the event by default: the OS user, or "" when there is none to name."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no USER/LOGNAME and no passwd entry (a bare container)
+        return ""
+
+
+def _parse_ref(ref: str) -> tuple[str, list[str], str | None]:
+    """``NS/REPO:TAG[,TAG...]``, ``NS/REPO@DIGEST`` or ``NS/REPO:TAG@DIGEST`` as
+    (repository, tags, digest)."""
+    name, at, digest = ref.partition("@")
+    if at and not digest:
+        raise UserError(f"{ref!r} has no digest after '@'")
+    repo, sep, tags = name.rpartition(":")
+    if not sep:
+        if at and name:
+            return name, [], digest  # by digest: no tag
+        raise UserError(f"{ref!r} must be NS/REPO:TAG, NS/REPO@DIGEST or NS/REPO:TAG@DIGEST "
+                        "(several tags: NS/REPO:TAG1,TAG2)")
+    if "/" in tags or not repo:
         raise UserError(f"{ref!r} must be NS/REPO:TAG (several tags: NS/REPO:TAG1,TAG2)")
     tag_list = [tag for tag in tags.split(",") if tag]
     if not tag_list:
         raise UserError(f"{ref!r} has no tag after ':'")
+    return repo, tag_list, digest or None
+
+
+def _event(action: str, ref: str | None, options: dict[str, t.Any]) -> Event:
+    """The event the registry would send for ACTION on REF, with the event options."""
+    options = dict(options)
+    digest = options.pop("digest")
+    repo: str | None = None
+    tags: list[str] | None = None
+    if action in REPOSITORY_ACTIONS:
+        if ref is None:
+            raise UserError(f"{action} needs what it is about: NS/REPO:TAG or NS/REPO@DIGEST "
+                            "after the action")
+        repo, tags, in_ref = _parse_ref(ref)
+        if in_ref is not None and digest is not None:
+            raise UserError("give the digest once: in NS/REPO@DIGEST or with --digest")
+        digest = in_ref or digest
+    elif ref is not None:
+        raise UserError(f"{action} has no repository: leave out {ref!r} "
+                        "(--project names the project)")
+    elif digest is not None:
+        raise UserError(f"{action} has no repository, so no --digest")
+    if options["operator"] is None:
+        options["operator"] = _operator()
+    options["deleted"] = tuple(options["deleted"])
     try:
-        return build_event(action, repo, tag_list, digest=digest, operator=operator, host=host)
+        return build_event(action, repo, tags, digest=digest, **options)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
@@ -406,66 +479,151 @@ def _report(deliveries: list[Delivery], as_json: bool) -> None:
         raise SystemExit(1)
 
 
+def _severity(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A severity as Harbor spells it, whatever the case it was typed in."""
+    if value is None:
+        return None
+    for name in SEVERITIES:
+        if name.lower() == value.lower():
+            return name
+    raise click.BadParameter(f"{value!r} is not one of {', '.join(SEVERITIES)}")
+
+
+def _vulnerabilities(ctx: click.Context, param: click.Parameter,
+                     value: str | None) -> dict[str, int] | None:
+    """``High=2,Low=5`` as ``{"High": 2, "Low": 5}``; severities in any case."""
+    if value is None:
+        return None
+    names = {s.lower(): s for s in SEVERITIES[1:]}
+    counts: dict[str, int] = {}
+    for item in value.split(","):
+        key, sep, number = (part.strip() for part in item.partition("="))
+        if not sep or key.lower() not in names or not number.isdigit():
+            raise click.BadParameter(
+                f"{item!r} must be SEVERITY=COUNT, e.g. High=2,Low=5; severities: "
+                + ", ".join(SEVERITIES[1:]))
+        counts[names[key.lower()]] = int(number)
+    return counts
+
+
 _action_choice = click.Choice(ACTIONS)
 _event_options = [
-    click.option("--digest", help="The image digest (default: a random sha256 per tag)."),
-    click.option("--operator", help="Who did it, as the registry reports (an account id)."),
+    click.option("--digest", help="The image digest (default: a random sha256 per tag); "
+                                  "or write NS/REPO@DIGEST."),
+    click.option("--operator", help="Who did it, as the registry reports (an account id) "
+                                    "[default: your user name]."),
     click.option("--host", default="registry.example.com", show_default=True,
                  help="The registry host in resource URLs."),
+    click.option("--severity", metavar="SEVERITY", callback=_severity,
+                 help="Scans: the highest severity found, one of " + ", ".join(SEVERITIES)
+                      + " [default: the highest of --vulnerabilities, else None]."),
+    click.option("--vulnerabilities", metavar="SEVERITY=N,...", callback=_vulnerabilities,
+                 help="Scans: how many were found per severity, e.g. High=2,Low=5."),
+    click.option("--scanner", metavar="NAME", help="Scans: the scanner [default: Trivy]."),
+    click.option("--status", metavar="TEXT",
+                 help="Scans: Success, Error or Stopped [default: by action]; replication: "
+                      "Success, Failed... [default: Success]; tagRetention: SUCCESS, FAILED... "
+                      "[default: SUCCESS]."),
+    click.option("--details", metavar="TEXT",
+                 help="Quota events: the registry's text [default: a realistic one]."),
+    click.option("--trigger", metavar="TEXT",
+                 help="Replication: manual, scheduled or event_based [default: manual]."),
+    click.option("--project", metavar="NS",
+                 help="Replication and tagRetention: the project [tagRetention default: library]."),
+    click.option("--retained", type=int, metavar="N",
+                 help="tagRetention: artifacts kept [default: 0]."),
+    click.option("--deleted", multiple=True, metavar="REPO:TAG",
+                 help="tagRetention: an artifact it deleted, e.g. api:v0.9; repeatable."),
 ]
+_formats = click.Choice(list(FORMATS))
 
 
 def _with_event_options(fn: F) -> F:
     return _apply(_event_options, fn)
 
 
-@main.command()
+_REF_HELP = """
+    REF is what the event is about:
+
+    \b
+      NS/REPO:TAG[,TAG...]   image tags; chart versions for chart actions
+      NS/REPO@DIGEST         an artifact pushed (pulled...) by digest, without a tag
+      NS/REPO:TAG@DIGEST     a tag and its digest (the same as --digest)
+
+    replication and tagRetention have no REF. Scan events take --severity,
+    --vulnerabilities, --scanner and --status; quota events --details; replication
+    --status, --trigger and --project; tagRetention --project, --status, --retained and
+    --deleted. An option the action does not have is an error, as is a format that has no
+    such event (cloudevents has no chart events; tcr no scanningStopped, replication or
+    tagRetention).
+"""
+
+
+def _check_format(format_: str | None, event: Event) -> None:
+    if format_ is not None:
+        try:
+            wire_format(format_, event)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+
+
+@main.command(help="""Fire ACTION through the matching rules, as the registry would.
+""" + _REF_HELP + """
+    Every enabled rule that matches gets one delivery in the rule's format (see `rules
+    show`), or in --format for all of them, logged in the trigger log. Prints one line per
+    delivery: task id, rule, status, HTTP status and attempts. Exits 1 if any delivery
+    failed.
+
+    \b
+      receiver emit pushImage prod/app:v1.2.0,latest
+      receiver emit pushImage prod/app@sha256:<64 hex> --format harbor
+      receiver emit uploadChart charts/web:0.3.1
+      receiver emit scanningCompleted prod/app:v1 --vulnerabilities High=2,Low=5
+      receiver emit quotaWarning prod/app:v1 --details 'quota usage reach 85%'
+      receiver emit replication --status Failed --trigger scheduled --project prod
+      receiver emit tagRetention --project prod --retained 10 --deleted app:v0.9
+""")
 @click.argument("action", type=_action_choice, metavar="ACTION")
-@click.argument("ref", metavar="NS/REPO:TAG")
+@click.argument("ref", metavar="[REF]", required=False)
+@click.option("--format", "format_", type=_formats,
+              help="Send every delivery in this format [default: each rule's own format].")
 @_with_event_options
 @_sender_options
 @click.pass_context
-def emit(ctx: click.Context, action: str, ref: str, digest: str | None, operator: str | None,
-         host: str, timeout: float, attempts: int, backoff: float, as_json: bool) -> None:
-    """Fire ACTION on NS/REPO:TAG through the matching rules, as the registry would.
-
-    Every enabled rule that matches gets one delivery, logged in the trigger log. Prints one
-    line per delivery: task id, rule, status, HTTP status and attempts. Exits 1 if any
-    delivery failed. Charts take NS/CHART:VERSION.
-
-    \b
-      receiver emit pushImage prod/app:v1.2.0
-      receiver emit uploadChart charts/web:0.3.1
-    """
-    event = _event(action, ref, digest, operator, host)
-    deliveries = _sender(ctx, timeout, attempts, backoff).emit(event)
+def emit(ctx: click.Context, action: str, ref: str | None, format_: str | None, timeout: float,
+         attempts: int, backoff: float, as_json: bool, **options: t.Any) -> None:
+    event = _event(action, ref, options)
+    _check_format(format_, event)
+    deliveries = _sender(ctx, timeout, attempts, backoff).emit(event, format_)
     if not deliveries and not as_json:
-        click.echo(f"no enabled rule matches {action} {ref}", err=True)
+        click.echo(f"no enabled rule matches {action}" + (f" {ref}" if ref else ""), err=True)
     _report(deliveries, as_json)
 
 
-@main.command()
+@main.command(help="""Send one ACTION event to --url, without any rule.
+""" + _REF_HELP + """
+    \b
+      receiver send pushImage prod/app:v1 --url http://127.0.0.1:8000/webhook \\
+          --header 'Authentication: s3cret' --format cloudevents
+""")
 @click.argument("action", type=_action_choice, metavar="ACTION")
-@click.argument("ref", metavar="NS/REPO:TAG")
+@click.argument("ref", metavar="[REF]", required=False)
 @click.option("--url", required=True, help="Where to POST.")
 @click.option("--header", "headers", multiple=True, metavar="'KEY: VALUE'",
               help="A header to send, e.g. for auth; repeatable.")
+@click.option("--format", "format_", type=_formats, default="tcr", show_default=True,
+              help="The wire format of the body.")
 @_with_event_options
 @_sender_options
 @click.pass_context
-def send(ctx: click.Context, action: str, ref: str, url: str, headers: tuple[str, ...],
-         digest: str | None, operator: str | None, host: str, timeout: float, attempts: int,
-         backoff: float, as_json: bool) -> None:
-    """Send one ACTION event for NS/REPO:TAG to --url, without any rule.
-
-    \b
-      receiver send pushImage prod/app:v1 --url http://127.0.0.1:8000/webhook \\
-          --header 'Authentication: s3cret'
-    """
-    event = _event(action, ref, digest, operator, host)
+def send(ctx: click.Context, action: str, ref: str | None, url: str, headers: tuple[str, ...],
+         format_: str, timeout: float, attempts: int, backoff: float, as_json: bool,
+         **options: t.Any) -> None:
+    event = _event(action, ref, options)
+    _check_format(format_, event)
     parsed = _headers(headers)
     try:
-        delivery = _sender(ctx, timeout, attempts, backoff).send(event, url, parsed)
+        delivery = _sender(ctx, timeout, attempts, backoff).send(event, url, parsed, format_)
     except RuleError as exc:
         raise UserError(str(exc)) from None
     _report([delivery], as_json)
@@ -517,9 +675,180 @@ def logs(ctx: click.Context, rule: str | None, status: str | None, limit: int, a
     table = [("TASK", "RULE", "ACTION", "REPOSITORY", "TAGS", "STATUS", "HTTP", "ATTEMPTS",
               "CREATED", "ERROR")]
     for d in rows:
-        table.append((d.task_id, d.rule or "-", d.action, d.repository, ",".join(d.tags) or "-",
+        table.append((d.task_id, d.rule or "-", d.action, d.repository or "-", ",".join(d.tags) or "-",
                       d.status, d.http_status or "-", d.attempts, d.created_at, d.error or ""))
     _print_table(table)
+
+
+# --- checking bodies ----------------------------------------------------------------------
+
+#: How many problems a text line lists before it counts the rest (--json lists them all).
+_MAX_SHOWN = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class _Verdict:
+    """What `receiver validate` found in one file."""
+
+    file: str
+    status: str  # "ok", "invalid" or "ignored" (a type no format knows: the receiver's 202)
+    format: str | None = None
+    action: str | None = None
+    repository: str | None = None
+    tags: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    unknown_keys: tuple[str, ...] | None = None  # None: not looked for (no --strict)
+
+    def to_dict(self) -> dict[str, t.Any]:
+        return {
+            "file": self.file, "ok": self.status == "ok", "status": self.status,
+            "format": self.format, "action": self.action, "repository": self.repository,
+            "tags": list(self.tags), "errors": list(self.errors),
+            "unknown_keys": None if self.unknown_keys is None else list(self.unknown_keys),
+        }
+
+    def line(self) -> str:
+        name = printable(self.file)
+        if self.status == "ok":
+            what = self.action or ""
+            if self.repository is not None:
+                what += f" {printable(self.repository)} tags={printable(','.join(self.tags)) or '-'}"
+            return f"{name}: ok {what} ({self.format})"
+        if self.status == "ignored":
+            return f"{name}: ignored: {self.errors[0]}"
+        problems = [*self.errors, *(f"unknown key {k}" for k in self.unknown_keys or ())]
+        shown = "; ".join(printable(p) for p in problems[:_MAX_SHOWN])
+        more = len(problems) - _MAX_SHOWN
+        return f"{name}: invalid: {shown}" + (f"; and {more} more" if more > 0 else "")
+
+
+def _paths(messages: t.Any, path: str = "") -> list[str]:
+    """marshmallow's nested ``messages`` as ``path: message`` items, e.g.
+    ``event_data.resources[0].digest: Not a valid digest...``."""
+    if isinstance(messages, dict):
+        out = []
+        for key, value in messages.items():
+            if key == "_schema":
+                sub = path
+            elif isinstance(key, int):
+                sub = f"{path}[{key}]"
+            elif isinstance(key, str) and key.isidentifier():
+                sub = f"{path}.{key}" if path else key
+            else:  # a key of a mapping (a scan report's media type): as strict.py writes it
+                sub = f"{path}[{key!r}]"
+                if isinstance(value, dict) and set(value) <= {"key", "value"}:
+                    for part, inner in value.items():
+                        out += _paths(inner, sub if part == "value" else f"{sub} (key)")
+                    continue
+            out += _paths(value, sub)
+        return out
+    if isinstance(messages, list):
+        return [item for m in messages for item in _paths(m, path)]
+    return [f"{path}: {messages}" if path else str(messages)]
+
+
+def _check(name: str, raw: bytes, format_: str, strict: bool) -> _Verdict:
+    """The verdict the receiver would reach on *raw* (and, with *strict*, its unknown keys)."""
+    from .blueprint import Rejection, decode  # the receiver's own rules for a body
+    from .formats import detect, guess
+    from .formats.strict import unknown_keys
+    from .schemas import UnknownAction, ValidationError, load_event
+
+    try:
+        _, data = decode(raw)
+    except Rejection as exc:
+        return _Verdict(name, "invalid", errors=(exc.reason,))
+    fmt = FORMATS[format_] if format_ != "auto" else detect(data)
+    try:
+        event = load_event(data, format_)
+    except UnknownAction as exc:
+        return _Verdict(name, "ignored", format=exc.format, action=exc.action,
+                        errors=(f"unknown type {exc.action!r}",))
+    except ValidationError as exc:
+        errors = tuple(_paths(exc.messages))
+        kind = data.get("type") if isinstance(data, dict) else None
+        unknown = tuple(unknown_keys(fmt, data)) if strict and fmt else (() if strict else None)
+        return _Verdict(name, "invalid", format=fmt.name if fmt else
+                        (guess(data) if isinstance(data, dict) else None),
+                        action=fmt.types.get(kind) if fmt and isinstance(kind, str) else None,
+                        errors=errors, unknown_keys=unknown)
+    except RecursionError:
+        return _Verdict(name, "invalid", errors=("nested too deeply",))
+    full_name, tags = subject(event)
+    unknown = tuple(unknown_keys(FORMATS[event.format], data)) if strict else None
+    return _Verdict(name, "invalid" if unknown else "ok", format=event.format,
+                    action=event.action, repository=full_name or None, tags=tags,
+                    unknown_keys=unknown)
+
+
+def _read(name: str) -> bytes:
+    if name == "-":
+        return click.get_binary_stream("stdin").read()
+    try:
+        with open(name, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise UserError(f"cannot read {printable(name)}: {exc.strerror or exc}") from None
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, metavar="FILE...",
+                type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--format", "format_", type=click.Choice(["auto", *FORMATS]), default="auto",
+              show_default=True,
+              help="Accept this format only; auto detects it from the body, as the receiver does.")
+@click.option("--strict", is_flag=True,
+              help="Also report every key the format does not declare, at any depth, as "
+                   "invalid: the registry's payload has grown past this version.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list with one object per file: file, ok, status, format, "
+                   "action, repository, tags, errors, unknown_keys.")
+def validate(files: tuple[str, ...], format_: str, strict: bool, as_json: bool) -> None:
+    """Check webhook bodies (JSON files; - reads standard input) as the receiver would.
+
+    Prints one line per file:
+
+    \b
+      body.json: ok pushImage prod/api tags=v1 (harbor)
+      bad.json: invalid: event_data.resources[0].digest: Not a valid digest...
+      new.json: ignored: unknown type 'ARTIFACT_LABELED'
+
+    An unknown type is what the receiver answers 202 "ignored" to: no handler runs. Exits 0
+    when every file is ok, 1 when one is invalid or ignored, 2 on a usage error (a file
+    that does not exist). A CloudEvent in binary mode (ce-* headers) has no file form.
+
+    \b
+      receiver validate samples/*.json --strict
+      curl -s https://example.com/hook.json | receiver validate - --format cloudevents
+    """
+    verdicts = [_check(name, _read(name), format_, strict) for name in files]
+    if as_json:
+        emit_json([v.to_dict() for v in verdicts])
+    else:
+        for v in verdicts:
+            click.echo(v.line())
+    if any(v.status != "ok" for v in verdicts):
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--format", "format_", type=click.Choice(list(FORMATS)),
+              help="One format's schema [default: an object mapping each format to its schema].")
+def schema(format_: str | None) -> None:
+    """Print the JSON Schema (draft 2020-12) of a wire format's bodies.
+
+    Generated from the declaration the receiver loads bodies with, for contract tests and
+    for tools in other languages.
+
+    \b
+      receiver schema --format harbor > harbor.schema.json
+    """
+    from .formats.jsonschema import json_schema
+
+    if format_ is not None:
+        emit_json(json_schema(FORMATS[format_]))
+    else:
+        emit_json({name: json_schema(fmt) for name, fmt in FORMATS.items()})
 
 
 # --- the receiver's queue ------------------------------------------------------------------

@@ -12,21 +12,35 @@ import typing as t
 from urllib.parse import urlsplit
 
 from .auth import is_header_name
-from .events import ACTIONS, Event, Resource
+from .events import ACTIONS, Event, RepositoryEvent, Resource
+from .formats import FORMATS, Format
 from .matcher import PatternError, repository_fullmatch, tag_fullmatch
 
 __all__ = [
     "DEFAULT_ACTIONS",
     "RuleError",
     "TriggerRule",
+    "carries",
     "check_header",
     "parse_header",
     "select_resources",
     "validate_url",
 ]
 
-#: The four actions the registry's console offers; a new rule listens to these.
+#: The four actions the registry's console offers; a new rule listens to those of them its
+#: format carries (a CloudEvents rule: the two image ones).
 DEFAULT_ACTIONS: tuple[str, ...] = ("pushImage", "deleteImage", "uploadChart", "deleteChart")
+
+
+def carries(fmt: Format, action: str) -> bool:
+    """Whether the format *fmt* has an event for *action* (CloudEvents has no chart events,
+    TCR no replication)."""
+    try:
+        fmt.wire_type(action)
+    except ValueError:
+        return False
+    return True
+
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _MASK = "******"
@@ -115,6 +129,9 @@ def select_resources(
     namespace, and with a tag pattern at least one resource's tag must match; only those
     resources are kept. Empty or ``None`` filters match everything.
     """
+    if not isinstance(event, RepositoryEvent):
+        # Replication and retention events have no repository: only an empty filter fires.
+        return () if namespace is None and not repository and not tag else None
     repo = event.repository
     if namespace is not None and repo.namespace != namespace:
         return None
@@ -123,7 +140,8 @@ def select_resources(
     if not tag:
         return event.resources
     fullmatch = tag_fullmatch(tag)
-    matched = tuple(r for r in event.resources if fullmatch(r.tag or "") is not None)
+    # A resource without a tag (an artifact pushed by digest) never matches a tag pattern.
+    matched = tuple(r for r in event.resources if r.tag and fullmatch(r.tag) is not None)
     return matched or None
 
 
@@ -134,24 +152,28 @@ class TriggerRule:
     :param name: lower-case letters, digits and ``-._``, starting with a letter or digit,
         at most 64 characters; unique in a store.
     :param url: the http(s) target.
-    :param actions: wire names the rule listens to; default the console's four.
+    :param actions: action names the rule listens to (any of :data:`~receiver.events.ACTIONS`
+        that its format carries); default the console's four, as far as the format goes.
     :param namespace: the namespace it applies to; ``None`` for every namespace.
     :param repository: a repository pattern relative to the namespace; empty matches all.
     :param tag: a tag pattern; empty matches all.
     :param headers: ``(key, value)`` pairs sent with each delivery; a key may repeat.
     :param description: free text.
     :param enabled: whether events fire it.
+    :param format: the wire format of its deliveries: ``tcr`` (TCR, Harbor 1.x), ``harbor``
+        (Harbor 2.x) or ``cloudevents`` (Harbor 2.8+).
     """
 
     name: str
     url: str
-    actions: tuple[str, ...] = DEFAULT_ACTIONS
+    actions: tuple[str, ...] = None  # type: ignore[assignment]  # None: the defaults
     namespace: str | None = None
     repository: str = ""
     tag: str = ""
     headers: tuple[tuple[str, str], ...] = ()
     description: str = ""
     enabled: bool = True
+    format: str = "tcr"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
@@ -160,12 +182,24 @@ class TriggerRule:
                 "'-', '.', '_', starting with a letter or digit"
             )
         validate_url(self.url)
-        actions = (self.actions,) if isinstance(self.actions, str) else tuple(self.actions)
+        fmt = FORMATS.get(self.format) if isinstance(self.format, str) else None
+        if fmt is None:
+            raise RuleError(f"format {self.format!r} is unknown; expected one of: {', '.join(FORMATS)}")
+        if self.actions is None:
+            actions = tuple(a for a in DEFAULT_ACTIONS if carries(fmt, a))
+        else:
+            actions = (self.actions,) if isinstance(self.actions, str) else tuple(self.actions)
         if not actions:
             raise RuleError("actions: a rule needs at least one action")
         for action in actions:
             if action not in ACTIONS:
                 raise RuleError(f"action {action!r} is unknown; expected one of: {', '.join(ACTIONS)}")
+        missing = [a for a in actions if not carries(fmt, a)]
+        if missing:
+            raise RuleError(
+                f"the {fmt.name} format has no {', '.join(missing)} event"
+                f"{'s' if len(missing) > 1 else ''}: choose other actions, or another format"
+            )
         object.__setattr__(self, "actions", tuple(dict.fromkeys(actions)))
         if self.namespace == "":
             object.__setattr__(self, "namespace", None)
@@ -220,6 +254,7 @@ class TriggerRule:
             "repository": self.repository,
             "tag": self.tag,
             "url": self.url,
+            "format": self.format,
             "headers": [[k, v if reveal else _MASK] for k, v in self.headers],
             "enabled": self.enabled,
         }

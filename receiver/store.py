@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS rules (
     headers     TEXT NOT NULL DEFAULT '[]',
     enabled     INTEGER NOT NULL DEFAULT 1,
     created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
+    updated_at  TEXT NOT NULL,
+    format      TEXT NOT NULL DEFAULT 'tcr'
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     task_id     INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -53,6 +54,22 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_rule ON deliveries (rule, task_id);
 """
+
+#: Columns added since the first version, each with its definition, for stores made before.
+_ADDED_COLUMNS = (("rules", "format", "TEXT NOT NULL DEFAULT 'tcr'"),)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Add the columns a store made by an earlier version lacks; another process doing the
+    same at the same moment is fine."""
+    for table, column, definition in _ADDED_COLUMNS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 class NotFound(LookupError):
@@ -126,6 +143,7 @@ class Store:
                 self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            _migrate(self._conn)
         self._rule_writes = 0
         self._enabled: tuple[tuple[int, int], tuple[TriggerRule, ...]] | None = None
 
@@ -156,7 +174,8 @@ class Store:
         try:
             self._write(
                 "INSERT INTO rules (name, description, actions, namespace, repository, tag, url,"
-                " headers, enabled, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " headers, enabled, format, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (*_rule_columns(rule), stamp, stamp),
                 rules=True,
             )
@@ -168,7 +187,7 @@ class Store:
         """Replace the stored rule of the same name; raises NotFound if there is none."""
         cur = self._write(
             "UPDATE rules SET description=?, actions=?, namespace=?, repository=?, tag=?, url=?,"
-            " headers=?, enabled=?, updated_at=? WHERE name=?",
+            " headers=?, enabled=?, format=?, updated_at=? WHERE name=?",
             (*_rule_columns(rule)[1:], now(), rule.name),
             rules=True,
         )
@@ -272,7 +291,7 @@ def _rule_columns(rule: TriggerRule) -> tuple[t.Any, ...]:
     return (
         rule.name, rule.description, json.dumps(list(rule.actions)), rule.namespace,
         rule.repository, rule.tag, rule.url, json.dumps([list(h) for h in rule.headers]),
-        int(rule.enabled),
+        int(rule.enabled), rule.format,
     )
 
 
@@ -281,7 +300,7 @@ def _rule_from_row(row: sqlite3.Row) -> TriggerRule:
         name=row["name"], url=row["url"], actions=tuple(json.loads(row["actions"])),
         namespace=row["namespace"], repository=row["repository"], tag=row["tag"],
         headers=tuple((k, v) for k, v in json.loads(row["headers"])),
-        description=row["description"], enabled=bool(row["enabled"]),
+        description=row["description"], enabled=bool(row["enabled"]), format=row["format"],
     )
 
 

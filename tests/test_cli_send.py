@@ -43,7 +43,7 @@ def test_rules_lifecycle(cli):
         "name": "deploy", "description": "部署",
         "actions": ["pushImage", "deleteImage", "uploadChart", "deleteChart"],
         "namespace": "prod", "repository": "/app*/**", "tag": "v*", "url": "http://127.0.0.1:1/h",
-        "headers": [["Authentication", "******"]], "enabled": True,
+        "format": "tcr", "headers": [["Authentication", "******"]], "enabled": True,
     }
     assert "s3cret" not in cli("rules", "show", "deploy")[1]
     assert cli("rules", "update", "deploy", "--tag", "release-*", "--action", "pushImage")[0] == 0
@@ -54,8 +54,9 @@ def test_rules_lifecycle(cli):
     assert json.loads(cli("rules", "list", "--json")[1])[0]["enabled"] is False
     assert cli("rules", "enable", "deploy")[0] == 0
     code, out, _ = cli("rules", "list")
-    assert out.splitlines()[0].split() == ["NAME", "ENABLED", "ACTIONS", "NAMESPACE", "REPOSITORY", "TAG", "URL"]
-    assert out.splitlines()[1].split()[:2] == ["deploy", "yes"]
+    assert out.splitlines()[0].split() == ["NAME", "ENABLED", "FORMAT", "ACTIONS", "NAMESPACE",
+                                           "REPOSITORY", "TAG", "URL"]
+    assert out.splitlines()[1].split()[:3] == ["deploy", "yes", "tcr"]
     assert cli("rules", "delete", "deploy")[:2] == (0, "deleted rule deploy\n")
     assert json.loads(cli("rules", "list", "--json")[1]) == []
 
@@ -97,7 +98,7 @@ def test_rules_lifecycle(cli):
     R(["emit", "pushImage", "prod/app:v1:v2"], "error: repository 'prod/app:v1' is not a valid name", id="two-colons"),
     R(["emit", "pushImage", "Prod/App:V1"], "error: repository 'Prod/App' is not a valid name", id="upper-case"),
     R(["emit", "pushImage", "prod/app:v 1"], "error: tag 'v 1' is not valid", id="tag-space"),
-    R(["emit", "pushImage", "prod/app@sha256:abc"], "error: repository 'prod/app@sha256' is not", id="digest-ref"),
+    R(["emit", "pushImage", "prod/app@sha256:abc"], "error: digest 'sha256:abc' must be", id="digest-ref"),
     R(["emit", "pushImage", "prod/app:v1", "--host", "my host/x"], "error: host 'my host/x' is not", id="bad-host"),
     R(["rules", "create", "x", "--url", "http://h/", "--header", "Authentication: s3cret\x7f"],
       "error: header 'Authentication': the value may not contain control characters", id="control-header"),

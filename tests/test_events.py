@@ -7,6 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+R = pytest.param
+
 from receiver.events import ACTIONS, PushImage, Repository, Resource, build_event, event_class
 
 
@@ -92,7 +94,91 @@ def test_chart_versions_may_carry_build_metadata():
 
 def test_with_resources_keeps_the_type():
     """Narrowing an event's resources keeps its class and other fields."""
-    event = PushImage(datetime(2020, 1, 1, tzinfo=timezone.utc), Repository("n", "r"),
-                      (Resource(None, "a", "u"), Resource(None, "b", "u")))
+    event = PushImage(occurred_at=datetime(2020, 1, 1, tzinfo=timezone.utc),
+                      repository=Repository("n", "r"),
+                      resources=(Resource(None, "a", "u"), Resource(None, "b", "u")))
     narrowed = event.with_resources(event.resources[1:])
     assert type(narrowed) is PushImage and narrowed.tags == ("b",)
+
+
+DIGEST = "sha256:" + "d" * 64
+
+
+def test_build_event_makes_every_action():
+    """build_event makes each of the 13 actions, as its own class, with a string operator."""
+    from receiver.events import REPOSITORY_ACTIONS
+
+    for action in ACTIONS:
+        name = "prod/api" if action in REPOSITORY_ACTIONS else None
+        event = build_event(action, name, ["v1"] if name else None)
+        assert type(event) is event_class(action) and event.operator == ""
+
+
+def test_an_artifact_by_digest_has_no_tag():
+    """No tag and a digest: one resource without a tag, its URL pinned by the digest."""
+    event = build_event("pushImage", "prod/api", (), digest=DIGEST, host="reg.io")
+    [resource] = event.resources
+    assert (resource.tag, resource.digest) == (None, DIGEST)
+    assert resource.url == f"reg.io/prod/api@{DIGEST}"
+    assert resource.digest_reference == f"reg.io/prod/api@{DIGEST}" and event.tags == ()
+    with pytest.raises(ValueError, match="give a tag, or a digest"):
+        build_event("pushImage", "prod/api", ())
+
+
+def test_scan_events_carry_their_report():
+    """A completed scan's severity is the highest it found; failed scans have no results."""
+    from receiver.events import ScannedResource
+
+    event = build_event("scanningCompleted", "prod/api", ["v1"],
+                        vulnerabilities={"Low": 5, "High": 2})
+    [r] = event.resources
+    assert isinstance(r, ScannedResource)
+    assert (r.severity, dict(r.counts), r.total, r.scanner, r.status) == (
+        "High", {"Low": 5, "High": 2}, 7, "Trivy", "Success")
+    assert build_event("scanningCompleted", "prod/api", ["v1"]).resources[0].severity == "None"
+    failed = build_event("scanningFailed", "prod/api", ["v1"]).resources[0]
+    assert (failed.severity, failed.status) == (None, "Error")
+    assert build_event("scanningStopped", "prod/api", ["v1"]).resources[0].status == "Stopped"
+
+
+def test_quota_events_have_details_and_no_url():
+    """Quota resources carry no URL, as the registry sends them; details have a default."""
+    event = build_event("quotaExceed", "prod/api", ["v1"], details="over the limit")
+    assert event.details == "over the limit" and event.resources[0].url is None
+    assert "85%" in build_event("quotaWarning", "prod/api", ["v1"]).details
+
+
+def test_replication_and_retention_have_no_repository():
+    """Replication and tag retention are built from their own options, with no repository."""
+    rep = build_event("replication", status="Failed", trigger="scheduled", project="prod",
+                      operator="admin")
+    assert (rep.status, rep.trigger, rep.source.namespace, rep.operator) == (
+        "Failed", "scheduled", "prod", "admin")
+    ret = build_event("tagRetention", project="prod", retained=3, deleted=["api:v1", "api:v2"])
+    assert (ret.project, ret.total, ret.retained, ret.status) == ("prod", 5, 3, "SUCCESS")
+    assert [d.name_tag for d in ret.deleted] == ["api:v1", "api:v2"]
+    assert build_event("tagRetention").project == "library"
+
+
+@pytest.mark.parametrize("action, name, kwargs, message", [
+    R("pushImage", "a/b", {"severity": "High"}, "severity is only for scanningCompleted", id="severity-on-push"),
+    R("quotaExceed", "a/b", {"vulnerabilities": {"High": 1}}, "vulnerabilities is only for", id="counts-on-quota"),
+    R("pushImage", "a/b", {"details": "x"}, "details is only for quotaExceed, quotaWarning", id="details-on-push"),
+    R("tagRetention", None, {"trigger": "manual"}, "trigger is only for replication", id="trigger-on-retention"),
+    R("replication", "a/b", {}, "replication has no repository", id="replication-with-repository"),
+    R("tagRetention", None, {"digest": DIGEST}, "tagRetention has no repository", id="retention-with-digest"),
+    R("pushImage", None, {}, "pushImage needs a repository", id="push-without-repository"),
+    R("scanningCompleted", "a/b", {"severity": "Severe"}, "severity 'Severe' is unknown", id="unknown-severity"),
+    R("scanningCompleted", "a/b", {"vulnerabilities": {"Bad": 1}}, "severity 'Bad' is unknown", id="unknown-count-key"),
+    R("scanningCompleted", "a/b", {"vulnerabilities": {"High": -1}}, "a count is a whole number", id="negative-count"),
+    R("scanningCompleted", "a/b", {"severity": "Low", "vulnerabilities": {"High": 1}},
+      "contradicts the vulnerabilities", id="contradiction"),
+    R("scanningFailed", "a/b", {"severity": "High"}, "scanningFailed has no results", id="failed-with-results"),
+    R("tagRetention", None, {"retained": -1}, "retained must be 0 or more", id="negative-retained"),
+    R("tagRetention", None, {"project": "Prod"}, "project 'Prod' is not a valid name", id="bad-project"),
+    R("tagRetention", None, {"deleted": ["a b"]}, "must be written 'repo:tag'", id="bad-deleted"),
+])
+def test_build_event_refuses_options_the_action_has_not(action, name, kwargs, message):
+    """An option the action does not have, or a value out of its range, is a ValueError."""
+    with pytest.raises(ValueError, match=message):
+        build_event(action, name, **kwargs)

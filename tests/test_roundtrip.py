@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import subprocess
@@ -72,7 +73,7 @@ def test_round_trip_through_gunicorn(tmp_path):
         {"action": "pushImage", "repo": "prod/app-api/web", "tags": ["v1.2.0"],
          "digests": [digest], "operator": "100012345"},
         {"action": "uploadChart", "repo": "charts/web", "tags": ["0.3.1"], "digests": [None],
-         "operator": None},
+         "operator": getpass.getuser()},  # the sender's default: the OS user, never null
     ]
     rows = json.loads(logs.stdout)
     assert sorted((r["rule"], r["status"], r["http_status"]) for r in rows) == [

@@ -133,3 +133,55 @@ def test_repository_is_matched_relative_to_the_namespace():
     rule = TriggerRule("r", URL, repository="/team/*")
     assert rule.matches(make_event("pushImage", "prod/team/api"))
     assert not TriggerRule("r", URL, repository="/prod/**").matches(make_event("pushImage", "prod/team/api"))
+
+
+def test_a_rule_has_a_format():
+    """A rule sends tcr by default; any of the three formats can be chosen."""
+    assert TriggerRule("r", URL).format == "tcr"
+    assert TriggerRule("r", URL, format="harbor").to_dict()["format"] == "harbor"
+    with pytest.raises(RuleError, match="format 'json' is unknown; expected one of: tcr, harbor, cloudevents"):
+        TriggerRule("r", URL, format="json")
+
+
+def test_default_actions_are_those_the_format_carries():
+    """A CloudEvents rule listens to the console's image actions: it has no chart events."""
+    assert TriggerRule("r", URL, format="harbor").actions == DEFAULT_ACTIONS
+    assert TriggerRule("r", URL, format="cloudevents").actions == ("pushImage", "deleteImage")
+
+
+@pytest.mark.parametrize("format, actions, message", [
+    R("cloudevents", ("pushImage", "uploadChart"), "the cloudevents format has no uploadChart event:",
+      id="cloudevents-chart"),
+    R("tcr", ("replication", "tagRetention"), "the tcr format has no replication, tagRetention events",
+      id="tcr-replication"),
+    R("tcr", ("scanningStopped",), "the tcr format has no scanningStopped event", id="tcr-scan-stopped"),
+])
+def test_actions_the_format_cannot_carry_are_refused(format, actions, message):
+    """A rule whose actions include one its format has no event for is refused when made."""
+    with pytest.raises(RuleError, match=message):
+        TriggerRule("r", URL, actions=actions, format=format)
+
+
+def test_every_action_is_a_rule_action():
+    """Any of the 13 actions may be listened to, in the format that carries them all."""
+    from receiver.events import ACTIONS
+
+    assert TriggerRule("r", URL, actions=ACTIONS, format="harbor").actions == ACTIONS
+
+
+def test_changing_the_format_checks_the_actions_again():
+    """replace() with a format that cannot carry the rule's actions is refused."""
+    rule = TriggerRule("r", URL)
+    with pytest.raises(RuleError, match="cloudevents format has no uploadChart, deleteChart events"):
+        rule.replace(format="cloudevents")
+    assert rule.replace(format="cloudevents", actions=("pushImage",)).format == "cloudevents"
+
+
+def test_events_without_a_repository_fire_only_unfiltered_rules():
+    """Replication has no namespace or repository: a rule filtering on them never fires."""
+    from receiver.events import build_event
+
+    event = build_event("replication")
+    assert TriggerRule("r", URL, actions=("replication",), format="harbor").matches(event)
+    assert not TriggerRule("r", URL, actions=("replication",), format="harbor",
+                           namespace="prod").matches(event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -41,17 +42,19 @@ def test_body_on_the_wire_matches_the_seed(store):
     assert delivery.status == "success" and delivery.http_status == 200 and delivery.attempts == 1
 
 
-def test_chart_body_keeps_every_key(store):
-    """A chart delivery still carries digest, date_created and operator, as null."""
+def test_chart_body_leaves_out_what_a_chart_lacks(store):
+    """A chart delivery leaves out the digest and date_created a chart has not (as the
+    registry's omitempty does), keeps the seed's key order, and its operator is a string."""
     with Target() as target:
         store.add_rule(TriggerRule("r", target.url))
-        sender(store).emit(make_event("uploadChart", "charts/web", ["0.1.0"]))
+        event = make_event("uploadChart", "charts/web", ["0.1.0"])
+        sender(store).emit(dataclasses.replace(event, operator=None))  # as a hand-made one may
     body = target.bodies()[0]
     assert list(body) == list(SEED)
-    assert list(body["event_data"]["repository"]) == list(SEED["event_data"]["repository"])
-    assert list(body["event_data"]["resources"][0]) == ["digest", "tag", "resource_url"]
-    assert body["event_data"]["resources"][0]["digest"] is None
-    assert body["event_data"]["repository"]["date_created"] is None and body["operator"] is None
+    assert list(body["event_data"]["repository"]) == [
+        k for k in SEED["event_data"]["repository"] if k != "date_created"]
+    assert list(body["event_data"]["resources"][0]) == ["tag", "resource_url"]
+    assert body["operator"] == ""
 
 
 def test_each_rule_gets_the_resources_its_tag_pattern_matched(store):
@@ -181,3 +184,40 @@ def test_redeliver_refuses_unknown_task_and_deleted_rule(store):
         sender(store).redeliver(d.task_id)
     with pytest.raises(NotFound, match="no delivery with task id 12345"):
         sender(store).redeliver(12345)
+
+
+def test_each_rule_gets_its_own_format(store):
+    """Each rule's delivery is in the rule's format, with that format's Content-Type."""
+    with Target() as target:
+        for fmt in ("tcr", "harbor", "cloudevents"):
+            store.add_rule(TriggerRule(fmt, target.url, format=fmt))
+        deliveries = sender(store).emit(make_event("pushImage", "prod/api", ["v1"]))
+    assert [d.status for d in deliveries] == ["success"] * 3
+    got = {}
+    for headers, _, raw in target.requests:
+        event = load_event(json.loads(raw))
+        got[event.format] = (headers["Content-Type"], event.tags)
+    assert got == {"tcr": ("application/json", ("v1",)),
+                   "harbor": ("application/json", ("v1",)),
+                   "cloudevents": ("application/cloudevents+json", ("v1",))}
+
+
+def test_a_format_override_that_cannot_carry_the_event_sends_nothing(store):
+    """emit(format=...) with a format that has no such event raises before any row is written."""
+    with Target() as target:
+        store.add_rule(TriggerRule("r", target.url))
+        with pytest.raises(ValueError, match="the cloudevents format has no uploadChart event"):
+            sender(store).emit(make_event("uploadChart", "charts/web", ["1.0.0"]), "cloudevents")
+        [d] = sender(store).emit(make_event("pushImage", "ns/app", ["v1"]), "harbor")
+    assert store.list_deliveries() == [d]
+    assert json.loads(d.body)["type"] == "PUSH_ARTIFACT"
+
+
+def test_redelivering_a_cloudevent_keeps_its_content_type(store):
+    """A logged CloudEvents body is sent again byte for byte, still as application/cloudevents+json."""
+    with Target() as target:
+        s = sender(store)
+        first = s.send(make_event(), target.url, format="cloudevents")
+        s.redeliver(first.task_id)
+    assert [h["Content-Type"] for h, _, _ in target.requests] == ["application/cloudevents+json"] * 2
+    assert target.requests[0][2] == target.requests[1][2]  # the same CloudEvents id, too

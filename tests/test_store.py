@@ -84,3 +84,42 @@ def test_default_path(monkeypatch, tmp_path):
     monkeypatch.delenv("RECEIVER_DB")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     assert default_db_path() == tmp_path / "data" / "receiver" / "receiver.db"
+
+
+def test_the_format_is_stored(store):
+    """A rule's format is stored and read back, and changed by save_rule."""
+    store.add_rule(TriggerRule("r", URL, format="cloudevents"))
+    assert store.get_rule("r").format == "cloudevents"
+    store.save_rule(store.get_rule("r").replace(format="harbor"))
+    assert store.get_rule("r") == TriggerRule("r", URL, actions=("pushImage", "deleteImage"),
+                                              format="harbor")
+
+
+# The rules table as the first version made it, without the format column.
+OLD_SCHEMA = """
+CREATE TABLE rules (
+    name TEXT PRIMARY KEY, description TEXT NOT NULL DEFAULT '', actions TEXT NOT NULL,
+    namespace TEXT, repository TEXT NOT NULL DEFAULT '', tag TEXT NOT NULL DEFAULT '',
+    url TEXT NOT NULL, headers TEXT NOT NULL DEFAULT '[]', enabled INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL
+);
+INSERT INTO rules (name, actions, url, headers, created_at, updated_at) VALUES
+    ('old', '["pushImage"]', 'http://127.0.0.1:1/hook', '[["X-Key", "k"]]', 'then', 'then');
+"""
+
+
+def test_a_store_from_before_formats_is_migrated(tmp_path):
+    """A store made before rules had a format opens, its rules read as tcr, and they can be
+    given another format; opening it again changes nothing."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(OLD_SCHEMA)
+    conn.close()
+    with Store(path) as s:
+        assert s.get_rule("old") == TriggerRule("old", URL, actions=("pushImage",),
+                                                headers=(("X-Key", "k"),))
+        s.save_rule(s.get_rule("old").replace(format="harbor"))
+    with Store(path) as s, Store(path) as again:
+        assert s.get_rule("old").format == again.get_rule("old").format == "harbor"
