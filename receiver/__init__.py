@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import signals
 from .app import ConfigError, Receiver, create_app
-from .dispatch import off, on
+from .dispatch import Handlers, off, on
 from .events import (
     ACTIONS,
     DeleteChart,
@@ -17,8 +17,16 @@ from .events import (
     Event,
     PullImage,
     PushImage,
+    QuotaExceeded,
+    QuotaWarning,
+    Replication,
     Repository,
+    RepositoryEvent,
     Resource,
+    ScanCompleted,
+    ScanFailed,
+    ScanStopped,
+    TagRetention,
     UploadChart,
 )
 from .matcher import PatternError, compile_pattern, repository_matches, tag_matches
@@ -33,12 +41,21 @@ __all__ = [
     "DeleteImage",
     "DownloadChart",
     "Event",
+    "Handlers",
     "PatternError",
     "PullImage",
     "PushImage",
+    "QuotaExceeded",
+    "QuotaWarning",
     "Receiver",
+    "Replication",
     "Repository",
+    "RepositoryEvent",
     "Resource",
+    "ScanCompleted",
+    "ScanFailed",
+    "ScanStopped",
+    "TagRetention",
     "UploadChart",
     "__version__",
     "compile_pattern",

@@ -34,6 +34,8 @@ from werkzeug.exceptions import HTTPException
 from . import signals
 from .auth import AuthConfigError, HeaderAuth, parse_auth_headers
 from .blueprint import bp
+from .dispatch import Handlers, scope
+from .events import RepositoryEvent
 from .jobs import Queue, QueueError, QueueUnavailable, open_queue
 from .jobs.worker import Pool
 from .text import printable
@@ -63,6 +65,8 @@ class ReceiverState:
     pool: Pool | None = None
     #: Seconds during which the same event id is a duplicate.
     window: float = 86400.0
+    #: The app's own handlers; ``None``: the process-wide ones registered with ``on()``.
+    handlers: Handlers | None = None
 
 
 _UNSET: t.Any = object()
@@ -77,6 +81,8 @@ class Receiver:
     :param path: the endpoint's path, default ``/webhook``.
     :param auth_headers: header name to a value or list of accepted values; ``{}`` for none.
     :param max_body: the body size cap in bytes, default 1 MiB.
+    :param handlers: a :class:`~receiver.dispatch.Handlers` registry: the app runs its
+        handlers only; default, the process-wide ones registered with ``on()``.
     """
 
     def __init__(
@@ -86,10 +92,12 @@ class Receiver:
         path: str | None = None,
         auth_headers: t.Mapping[str, str | t.Sequence[str]] | None = None,
         max_body: int | None = None,
+        handlers: Handlers | None = None,
     ) -> None:
         self.path = path
         self.auth_headers = auth_headers
         self.max_body = max_body
+        self.handlers = handlers
         if app is not None:
             self.init_app(app)
 
@@ -101,6 +109,9 @@ class Receiver:
             auth_headers=self.auth_headers,
             max_body=self.max_body,
         )
+        if self.handlers is not None:
+            scope(app, self.handlers)  # before any worker thread can look a handler up
+            state = dataclasses.replace(state, handlers=self.handlers)
         if state.queue is not None:
             from .runner import make_pool
 
@@ -257,6 +268,10 @@ def configure_logging(level: t.Any) -> None:
 
 def log_event(sender: t.Any, event: t.Any, **extra: t.Any) -> None:
     """The default handler when no ``RECEIVER_HANDLERS`` is set: one log line per event."""
+    if not isinstance(event, RepositoryEvent):  # replication, retention
+        log.info("event %s format=%s status=%s operator=%s", event.action, event.format,
+                 printable(getattr(event, "status", None) or "-"), printable(event.operator or "-"))
+        return
     for resource in event.resources or (None,):
         if resource is None:
             log.info("event %s %s (no resources)", event.action, printable(event.repository.full_name))
@@ -264,7 +279,7 @@ def log_event(sender: t.Any, event: t.Any, **extra: t.Any) -> None:
         log.info(
             "event %s %s tag=%s digest=%s url=%s operator=%s",
             event.action, printable(event.repository.full_name), printable(resource.tag or "-"),
-            resource.digest or "-", printable(resource.url), printable(event.operator or "-"),
+            resource.digest or "-", printable(resource.url or "-"), printable(event.operator or "-"),
         )
 
 
@@ -302,18 +317,23 @@ def _describe_error(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
+def create_app(config: t.Mapping[str, t.Any] | None = None, *,
+               handlers: Handlers | None = None) -> Flask:
     """The receiver as a Flask app, configured from ``RECEIVER_*`` and then *config*.
 
     Imports the ``RECEIVER_HANDLERS`` modules (with none, every event is logged), mounts the
     endpoint, starts the worker threads, and adds ``GET /healthz`` and ``GET /readyz``.
+
+    :param handlers: a :class:`~receiver.dispatch.Handlers` registry: the app runs its
+        handlers only, not those registered with ``on()`` (nor another app's). Default: the
+        process-wide ``on()`` handlers, from the ``RECEIVER_HANDLERS`` modules and any other.
 
     :raises ConfigError: a setting is wrong or a handler module fails to import. Called by
         gunicorn as ``receiver:create_app()``, it prints that one line and exits with
         status 3 instead, which stops gunicorn rather than restarting workers forever.
     """
     try:
-        return _create_app(config)
+        return _create_app(config, handlers)
     except ConfigError as exc:
         caller = sys._getframe(1).f_globals.get("__name__", "")
         if caller.startswith("gunicorn."):
@@ -322,13 +342,18 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
         raise
 
 
-def _create_app(config: t.Mapping[str, t.Any] | None) -> Flask:
+def _create_app(config: t.Mapping[str, t.Any] | None, handlers: Handlers | None) -> Flask:
     app = Flask("receiver")
     app.config.update(load_config(config))
     configure_logging(app.config.get("RECEIVER_LOG_LEVEL"))
+    if handlers is not None and app.config.get("RECEIVER_HANDLERS"):
+        raise ConfigError(
+            "RECEIVER_HANDLERS is set, but create_app(handlers=...) was given: the app "
+            "would run only the given handlers, not the modules' on() ones; leave one out"
+        )
     handler_modules = import_handlers(app.config.get("RECEIVER_HANDLERS"))
-    Receiver(app)
-    if not handler_modules:
+    Receiver(app, handlers=handlers)
+    if not handler_modules and handlers is None:
         signals.event_received.connect(log_event, sender=app, weak=False)
 
     @app.get("/healthz")

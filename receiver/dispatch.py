@@ -1,15 +1,18 @@
 """Handlers: ``on(...)`` registration, filtering, and calling each handler in isolation.
 
 ``on()`` is sugar over :mod:`receiver.signals`: it connects a filtering wrapper to the
-action's signal. :func:`matching_handlers` says which receivers an event is for (the jobs the
-queue makes); :func:`call_handler` runs one; :func:`dispatch` runs them all in the request
-(``sync`` mode), one by one, so one that raises does not stop the others. Nothing here knows
-about HTTP or the queue.
+action's signal, for every app of the process. A :class:`Handlers` registry holds handlers of
+its own instead, for the apps it is given to (:func:`scope`); :func:`isolated_handlers` undoes
+the ``on()`` registrations made inside a block. :func:`matching_handlers` says which receivers
+an event is for (the jobs the queue makes); :func:`call_handler` runs one; :func:`dispatch`
+runs them all in the request (``sync`` mode), one by one, so one that raises does not stop
+the others. Nothing here knows about HTTP or the queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -18,20 +21,24 @@ import typing as t
 import weakref
 
 from . import signals
-from .events import ACTIONS, Event
+from .events import ACTIONS, REPOSITORY_ACTIONS, Event, RepositoryEvent, subject
 from .matcher import repository_fullmatch, tag_fullmatch
 from .rules import select_resources
 from .text import printable
 
 __all__ = [
     "Handler",
+    "Handlers",
     "Outcome",
     "call_handler",
     "dispatch",
     "find_handler",
+    "handlers_for",
+    "isolated_handlers",
     "matching_handlers",
     "off",
     "on",
+    "scope",
     "send_isolated",
 ]
 
@@ -76,6 +83,8 @@ class Handler:
 
     def select(self, event: Event) -> Event | None:
         """*event* narrowed to the resources this handler's filters keep, or ``None``."""
+        if not isinstance(event, RepositoryEvent):
+            return event  # on() refuses filters for the actions without a repository
         resources = select_resources(
             event, namespace=self.namespace, repository=self.repository, tag=self.tag
         )
@@ -94,7 +103,10 @@ class Handler:
         return f"<Handler {describe(self.fn)} {list(self.actions)}{' ' + filters if filters else ''}>"
 
 
+#: The process-wide registrations made with :func:`on`, by function.
 _registered: dict[t.Callable[..., t.Any], list[Handler]] = {}
+#: The lists that open :func:`isolated_handlers` blocks add each new registration to.
+_recordings: list[list[Handler]] = []
 
 
 ActionSpec = t.Union[str, type[Event]]
@@ -109,6 +121,54 @@ def _action_name(spec: t.Any) -> str:
                      "or an event class such as PushImage")
 
 
+def _decorator(
+    register: t.Callable[[Handler], None],
+    action_or_actions: ActionSpec | t.Iterable[ActionSpec],
+    namespace: str | None,
+    repository: str | None,
+    tag: str | None,
+) -> t.Callable[[F], F]:
+    """Check :func:`on`'s arguments now, and return the decorator that hands each function,
+    as a :class:`Handler`, to *register*."""
+    single = isinstance(action_or_actions, (str, type))
+    specs = (action_or_actions,) if single else tuple(action_or_actions)  # type: ignore[arg-type]
+    if not specs:
+        raise ValueError("on() needs at least one action")
+    actions = tuple(dict.fromkeys(_action_name(spec) for spec in specs))
+    namespace = namespace or None  # "" means every namespace, as in a trigger rule
+    if namespace or repository or tag:
+        bare = [a for a in actions if a not in REPOSITORY_ACTIONS]
+        if bare:
+            raise ValueError(
+                f"{', '.join(bare)} events have no repository: a namespace, repository or "
+                "tag filter would never match; register them without filters"
+            )
+
+    def decorator(fn: F) -> F:
+        if not callable(fn):
+            raise TypeError(f"on() decorates a function, not {type(fn).__name__}")
+        register(Handler(fn, actions, namespace, repository or None, tag or None))
+        return fn
+
+    return decorator
+
+
+def _numbered(name: str, taken: t.Iterable[str]) -> str:
+    """*name*, or ``name#2``, ``name#3``...: the first one not *taken*.
+
+    Names must tell handlers apart in every process alike: two registrations with the same
+    ``module.qualname`` (a function registered twice, or made by a factory) are numbered in
+    registration order.
+    """
+    names = set(taken)
+    if name not in names:
+        return name
+    n = 2
+    while f"{name}#{n}" in names:
+        n += 1
+    return f"{name}#{n}"
+
+
 def on(
     action_or_actions: ActionSpec | t.Iterable[ActionSpec],
     *,
@@ -116,7 +176,8 @@ def on(
     repository: str | None = None,
     tag: str | None = None,
 ) -> t.Callable[[F], F]:
-    """Register the decorated function as a handler for one or more actions.
+    """Register the decorated function as a handler for one or more actions, for every app
+    of the process (except those created with their own :class:`Handlers`).
 
     Works from any module, before any app exists. The function is called with the event as
     its only argument, and only when every filter given matches:
@@ -130,36 +191,143 @@ def on(
     :raises ValueError: an unknown action.
     :raises PatternError: a malformed pattern.
     """
-    single = isinstance(action_or_actions, (str, type))
-    specs = (action_or_actions,) if single else tuple(action_or_actions)  # type: ignore[arg-type]
-    if not specs:
-        raise ValueError("on() needs at least one action")
-    actions = tuple(dict.fromkeys(_action_name(spec) for spec in specs))
-    namespace = namespace or None  # "" means every namespace, as in a trigger rule
+    return _decorator(_register, action_or_actions, namespace, repository, tag)
 
-    def decorator(fn: F) -> F:
-        if not callable(fn):
-            raise TypeError(f"on() decorates a function, not {type(fn).__name__}")
-        handler = Handler(fn, actions, namespace, repository or None, tag or None)
-        # Names must tell handlers apart in every process alike: two registrations with the
-        # same module.qualname (a function registered twice, or made by a factory) are
-        # numbered in registration order.
-        same = sum(h.name.split("#")[0] == handler.name for hs in _registered.values() for h in hs)
-        if same:
-            handler.name = f"{handler.name}#{same + 1}"
-        for action in actions:
-            signals.action_signals[action].connect(handler, weak=False)
-        _registered.setdefault(fn, []).append(handler)
-        return fn
 
-    return decorator
+def _register(handler: Handler) -> None:
+    handler.name = _numbered(handler.name, (h.name for hs in _registered.values() for h in hs))
+    for action in handler.actions:
+        signals.action_signals[action].connect(handler, weak=False)
+    _registered.setdefault(handler.fn, []).append(handler)
+    for made in _recordings:
+        made.append(handler)
+
+
+def _unregister(handler: Handler) -> None:
+    """Undo one registration made with :func:`on` (nothing if ``off()`` already did)."""
+    mine = _registered.get(handler.fn, [])
+    if not any(h is handler for h in mine):
+        return
+    mine[:] = [h for h in mine if h is not handler]
+    if not mine:
+        del _registered[handler.fn]
+    for action in handler.actions:
+        signals.action_signals[action].disconnect(handler)
 
 
 def off(fn: t.Callable[..., t.Any]) -> None:
     """Remove every registration of *fn* made with :func:`on`."""
-    for handler in _registered.pop(fn, []):
-        for action in handler.actions:
-            signals.action_signals[action].disconnect(handler)
+    for handler in list(_registered.get(fn, [])):
+        _unregister(handler)
+
+
+@contextlib.contextmanager
+def isolated_handlers() -> t.Iterator[None]:
+    """On leaving the block, remove every registration made with :func:`on` inside it.
+
+    Registrations made before the block stay; nothing else is restored (a handler that
+    ``off()`` removed inside the block stays removed). Blocks may nest. A module imported
+    for the first time inside the block registers inside it, so import handler modules
+    before it.
+    """
+    made: list[Handler] = []
+    _recordings.append(made)
+    try:
+        yield
+    finally:
+        _recordings[:] = [r for r in _recordings if r is not made]
+        for handler in made:
+            _unregister(handler)
+
+
+class Handlers:
+    """A registry of handlers for the apps created with it, apart from every other app.
+
+    ::
+
+        handlers = Handlers()
+
+        @handlers.on("pushImage", tag="v*")
+        def deploy(event): ...
+
+        app = create_app(handlers=handlers)
+
+    Such an app runs this registry's handlers, and receivers connected to an action's
+    signal for that app alone (``connect(fn, sender=app)``); not the process-wide ones
+    registered with :func:`on`, nor another app's. Handlers added after the app was created
+    run too. One registry may serve several apps.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: list[Handler] = []
+
+    def on(
+        self,
+        action_or_actions: ActionSpec | t.Iterable[ActionSpec],
+        *,
+        namespace: str | None = None,
+        repository: str | None = None,
+        tag: str | None = None,
+    ) -> t.Callable[[F], F]:
+        """Register the decorated function in this registry; the arguments are
+        :func:`on`'s."""
+        return _decorator(self._add, action_or_actions, namespace, repository, tag)
+
+    def off(self, fn: t.Callable[..., t.Any]) -> None:
+        """Remove every registration of *fn* from this registry."""
+        self._handlers = [h for h in self._handlers if h.fn != fn]
+
+    def for_action(self, action: str) -> list[Handler]:
+        """The handlers registered for *action*, in registration order."""
+        return [h for h in self._handlers if action in h.actions]
+
+    def _add(self, handler: Handler) -> None:
+        handler.name = _numbered(handler.name, (h.name for h in self._handlers))
+        self._handlers = [*self._handlers, handler]  # a new list: workers may be reading
+
+    def __iter__(self) -> t.Iterator[Handler]:
+        return iter(self._handlers)
+
+    def __repr__(self) -> str:
+        return f"<Handlers {[h.name for h in self._handlers]}>"
+
+
+#: The apps (senders) that have their own registry.
+_scopes: weakref.WeakKeyDictionary[t.Any, Handlers] = weakref.WeakKeyDictionary()
+#: A sender no receiver is connected for: its receivers are those connected for any sender.
+_NOBODY = object()
+
+
+def scope(sender: t.Any, handlers: Handlers) -> None:
+    """Make *handlers* the handlers of the events that *sender* (an app) dispatches, in place
+    of the process-wide ones (see :class:`Handlers`). ``create_app(handlers=...)`` calls it."""
+    if not isinstance(handlers, Handlers):
+        raise TypeError(f"handlers= takes a receiver.Handlers registry, not "
+                        f"{type(handlers).__name__}")
+    _scopes[sender] = handlers
+
+
+def _registry_of(sender: t.Any) -> Handlers | None:
+    try:
+        return _scopes.get(sender)
+    except TypeError:  # a sender that cannot be weakly referenced has no registry
+        return None
+
+
+def handlers_for(sender: t.Any, action: str) -> list[t.Any]:
+    """The receivers that *action*'s events from *sender* are for, in registration order.
+
+    For an app with its own :class:`Handlers`: those, then the receivers connected to the
+    action's signal for that app alone. For any other sender: every receiver of the
+    action's signal, the handlers registered with :func:`on` among them.
+    """
+    signal = signals.action_signals[action]
+    registry = _registry_of(sender)
+    if registry is None:
+        return _receivers(signal, sender)
+    everywhere = {id(r) for r in signal.receivers_for(_NOBODY)}
+    own = [r for r in _receivers(signal, sender) if id(r) not in everywhere]
+    return [*registry.for_action(action), *own]
 
 
 @dataclasses.dataclass
@@ -205,7 +373,7 @@ def matching_handlers(sender: t.Any, event: Event) -> list[str]:
     of the action's signal always counts.
     """
     names = []
-    for receiver in _receivers(signals.action_signals[event.action], sender):
+    for receiver in handlers_for(sender, event.action):
         if isinstance(receiver, Handler):
             if receiver.select(event) is not None:
                 names.append(receiver.name)
@@ -215,8 +383,8 @@ def matching_handlers(sender: t.Any, event: Event) -> list[str]:
 
 
 def find_handler(sender: t.Any, action: str, name: str) -> t.Any | None:
-    """The receiver of *action*'s signal called *name* in this process, or ``None``."""
-    for receiver in _receivers(signals.action_signals[action], sender):
+    """The receiver of *action* called *name* for *sender* in this process, or ``None``."""
+    for receiver in handlers_for(sender, action):
         if describe(receiver) == name:
             return receiver
     return None
@@ -255,12 +423,13 @@ def log_failure(name: str, event: Event, exc: BaseException, what: str = "") -> 
     """One error line for a failed handler, with its traceback; untrusted text escaped."""
     log.error(
         "handler %s failed on %s %s%s", name, event.action,
-        printable(event.repository.full_name), what, exc_info=exc,
+        printable(subject(event)[0] or "-"), what, exc_info=exc,
     )
 
 
-def _call_each(signal: t.Any, sender: t.Any, event: Event, outcome: Outcome, count: bool) -> None:
-    for receiver in _receivers(signal, sender):
+def _call_each(receivers: list[t.Any], sender: t.Any, event: Event, outcome: Outcome,
+               count: bool) -> None:
+    for receiver in receivers:
         ran, exc = run_isolated(receiver, sender, event)
         if exc is not None:
             fn = receiver.fn if isinstance(receiver, Handler) else receiver
@@ -280,8 +449,8 @@ def dispatch(sender: t.Any, event: Event) -> Outcome:
     :param sender: the Flask app (or whatever the signals should be sent from).
     """
     outcome = Outcome()
-    _call_each(signals.event_received, sender, event, outcome, count=False)
-    _call_each(signals.action_signals[event.action], sender, event, outcome, count=True)
+    _call_each(_receivers(signals.event_received, sender), sender, event, outcome, count=False)
+    _call_each(handlers_for(sender, event.action), sender, event, outcome, count=True)
     return outcome
 
 

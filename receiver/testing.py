@@ -1,5 +1,6 @@
-"""Helpers for users' own tests: event factories, capturing what the receiver accepted, and
-running queued jobs to completion.
+"""Helpers for users' own tests: event factories, the shipped sample bodies, capturing what
+the receiver accepted, handlers that last one block, and running queued jobs to completion.
+(The pytest fixtures built on these are in :mod:`receiver.pytest_plugin`.)
 
 ::
 
@@ -17,9 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import typing as t
+from importlib import resources
 
 from . import signals
+from .dispatch import isolated_handlers
 from .events import Event, build_event
 from .schemas import dump_event, event_id
 
@@ -28,14 +32,37 @@ if t.TYPE_CHECKING:
 
     from .jobs import Job
 
-__all__ = ["build_event", "capture_events", "make_body", "make_event", "run_jobs"]
+__all__ = [
+    "build_event",
+    "capture_events",
+    "isolated_handlers",
+    "make_body",
+    "make_event",
+    "run_jobs",
+    "sample",
+    "samples",
+]
 
 
-def make_event(action: str = "pushImage", full_name: str = "public/nginx",
-               tags: t.Sequence[str] = ("v1.0.0",), **kwargs: t.Any) -> Event:
-    """A realistic event, with the ``id`` the receiver would give its body; see
-    :func:`receiver.events.build_event` for the keywords."""
-    event = build_event(action, full_name, tags, **kwargs)
+def make_event(action: str = "pushImage", full_name: str | None = "public/nginx",
+               tags: t.Sequence[str] | None = ("v1.0.0",), *, format: str | None = None,
+               **kwargs: t.Any) -> Event:
+    """A realistic event, with the ``format`` and ``id`` the receiver would give its body;
+    see :func:`receiver.events.build_event` for the keywords.
+
+    :param format: the format it comes in; default ``tcr``, or ``harbor`` for the actions
+        TCR has not (``replication``...). ``replication`` and ``tagRetention`` take no
+        repository or tags.
+    """
+    from .events import REPOSITORY_ACTIONS
+    from .formats import FORMATS
+
+    if action not in REPOSITORY_ACTIONS:
+        full_name = tags = None
+    if format is None:
+        format = "tcr" if action in FORMATS["tcr"].types.values() or action == "quotaWarning" \
+            else "harbor"
+    event = dataclasses.replace(build_event(action, full_name, tags, **kwargs), format=format)
     return dataclasses.replace(event, id=event_id(dump_event(event)))
 
 
@@ -56,10 +83,59 @@ def run_jobs(app: Flask, limit: int | None = None) -> list[Job]:
     return [job for job in jobs if job is not None]
 
 
-def make_body(action: str = "pushImage", full_name: str = "public/nginx",
-              tags: t.Sequence[str] = ("v1.0.0",), **kwargs: t.Any) -> dict[str, t.Any]:
-    """The JSON body the registry would POST for such an event."""
-    return dump_event(make_event(action, full_name, tags, **kwargs))
+def make_body(action: str = "pushImage", full_name: str | None = "public/nginx",
+              tags: t.Sequence[str] | None = ("v1.0.0",), *, format: str = "tcr",
+              **kwargs: t.Any) -> dict[str, t.Any]:
+    """The JSON body the registry would POST for such an event.
+
+    :param format: ``"tcr"``, ``"harbor"`` or ``"cloudevents"``; ValueError if that format
+        has no such event.
+    """
+    return dump_event(build_event(action, full_name, tags, **kwargs), format)
+
+
+def _sample_dir(format: str) -> t.Any:
+    return resources.files(__package__).joinpath("samples", format)
+
+
+def samples(format: str | None = None) -> list[tuple[str, str]]:
+    """The shipped sample bodies, as sorted ``(format, name)`` pairs for :func:`sample`.
+
+    A name is an action (``pushImage``), or an action and a variant after a ``-``
+    (``pushImage-digest``: a push by digest, without a tag).
+
+    :param format: only this format's samples.
+    """
+    root = resources.files(__package__).joinpath("samples")
+    if not root.is_dir():
+        return []
+    formats = [format] if format else sorted(d.name for d in root.iterdir() if d.is_dir())
+    found = []
+    for fmt in formats:
+        folder = _sample_dir(fmt)
+        if folder.is_dir():
+            found += [(fmt, f.name[:-5]) for f in folder.iterdir() if f.name.endswith(".json")]
+    return sorted(found)
+
+
+def sample(action: str, format: str = "tcr") -> dict[str, t.Any]:
+    """A fresh copy of the sample body shipped for *action* in *format*, as the registry's
+    documentation shows it (with made-up names, digests and times).
+
+    :param action: an action (``"pushImage"``) or a variant's name (``"pushImage-digest"``);
+        see :func:`samples`.
+    :raises ValueError: there is no such sample; the message lists the ones there are.
+    """
+    file = _sample_dir(format).joinpath(f"{action}.json")
+    if not file.is_file():
+        names = [name for _, name in samples(format)]
+        if not names:
+            known = sorted({fmt for fmt, _ in samples()})
+            raise ValueError(f"no samples in format {format!r}; the formats with samples are: "
+                             f"{', '.join(known) or '(none)'}")
+        raise ValueError(f"no {format} sample for {action!r}; the {format} samples are: "
+                         f"{', '.join(names)}")
+    return t.cast(dict[str, t.Any], json.loads(file.read_text(encoding="utf-8")))
 
 
 @contextlib.contextmanager

@@ -45,7 +45,7 @@ def test_handler_modules_are_imported(monkeypatch, tmp_path):
     body = make_body()
     resp = app.test_client().post("/webhook", json=body)
     assert (resp.status_code, resp.get_json()) == (
-        202, {"action": "pushImage", "event_id": event_id(body), "handlers": 1})
+        202, {"action": "pushImage", "format": "tcr", "event_id": event_id(body), "handlers": 1})
     import my_handlers_a  # type: ignore[import-not-found]
 
     assert my_handlers_a.seen == []  # queued, not yet run

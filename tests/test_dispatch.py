@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from receiver import PatternError, off, on, signals
-from receiver.dispatch import dispatch
+from receiver.dispatch import dispatch, matching_handlers
 from receiver.testing import make_event
 
 
@@ -64,3 +64,20 @@ def test_a_failing_observer_of_handler_failed_is_contained():
     with signals.handler_failed.connected_to(bad_observer):
         outcome = dispatch(object(), make_event())
     assert outcome.ran == 1 and len(outcome.failed) == 1
+
+
+def test_handlers_of_one_name_keep_distinct_names_after_a_removal():
+    """Registrations sharing module.qualname are numbered, and removing one never makes two
+    alike (a job finds its handler by name)."""
+    def factory():
+        def handler(event):
+            return None
+        return handler
+
+    first, second, third = factory(), factory(), factory()
+    on("pushImage")(first)
+    on("pushImage")(second)
+    off(first)
+    on("pushImage")(third)
+    base = f"{__name__}.{factory.__qualname__}.<locals>.handler"
+    assert matching_handlers(object(), make_event()) == [f"{base}#2", base]
