@@ -49,10 +49,11 @@ def wait(url: str, proc: subprocess.Popen) -> None:
     raise SystemExit(f"{url} did not start")
 
 
-def start_server(app: str, env: dict[str, str], port: int) -> subprocess.Popen:
+def start_server(app: str, env: dict[str, str], port: int,
+                 root: pathlib.Path = ROOT) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", app, "-w", "2", "-b", f"127.0.0.1:{port}",
-         "--chdir", str(ROOT), "--pythonpath", str(HERE), "--log-level", "warning"],
+         "--chdir", str(root), "--pythonpath", str(HERE), "--log-level", "warning"],
         env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wait(f"http://127.0.0.1:{port}/healthz", proc)
@@ -90,8 +91,9 @@ def lua_script(path: str) -> None:
                        "tail": json.dumps("," + tail)})
 
 
-def run_wrk(app: str, env: dict[str, str], port: int, args: argparse.Namespace, lua: str) -> float:
-    proc = start_server(app, env, port)
+def run_wrk(app: str, env: dict[str, str], port: int, args: argparse.Namespace, lua: str,
+            root: pathlib.Path = ROOT) -> float:
+    proc = start_server(app, env, port, root)
     try:
         wait(f"http://127.0.0.1:{port}/healthz", proc)
         url = f"http://127.0.0.1:{port}/webhook"
@@ -170,6 +172,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--against", type=pathlib.Path, metavar="DIR",
+                        help="also run the receiver of another checkout (say, the last release, "
+                        "from `git archive`) in the same rounds, and print the ratio to it")
     args = parser.parse_args()
 
     from receiver.schemas import load_event
@@ -178,6 +183,11 @@ def main() -> int:
     loads = min(timeit.repeat(lambda: json.loads(BODY), number=n, repeat=5)) / n * 1e6
     full = min(timeit.repeat(lambda: load_event(json.loads(BODY)), number=n, repeat=5)) / n * 1e6
     print(f"per body: json.loads {loads:.1f} us; json.loads + load into an Event {full:.1f} us")
+    for fmt, sample in (("harbor", "harbor/pushImage.json"), ("cloudevents", "cloudevents/pushImage.json"),
+                        ("harbor scan", "harbor/scanningCompleted.json")):
+        text = (ROOT / "receiver" / "samples" / sample).read_text()
+        full = min(timeit.repeat(lambda: load_event(json.loads(text)), number=n // 4, repeat=5)) / (n // 4) * 1e6
+        print(f"  {fmt:12} body: json.loads + load into an Event {full:.1f} us")
 
     for tool in ("wrk", "redis-server"):
         if shutil.which(tool) is None:
@@ -189,20 +199,24 @@ def main() -> int:
         env = {"RECEIVER_HANDLERS": "noop_handlers",
                "RECEIVER_AUTH_HEADERS": json.dumps({"Authentication": SECRET})}
         configs = {
-            "bare": ("bare_flask:app", {}),
-            "sync": ("wsgi:app", {**env, "RECEIVER_QUEUE": "sync"}),
-            "sqlite": ("wsgi:app", {**env, "RECEIVER_QUEUE": f"sqlite:///{tmp}/queue.db"}),
-            "redis": ("wsgi:app", {**env, "RECEIVER_QUEUE": redis_url}),
+            "bare": ("bare_flask:app", {}, ROOT),
+            "sync": ("wsgi:app", {**env, "RECEIVER_QUEUE": "sync"}, ROOT),
+            "sqlite": ("wsgi:app", {**env, "RECEIVER_QUEUE": f"sqlite:///{tmp}/queue.db"}, ROOT),
+            "redis": ("wsgi:app", {**env, "RECEIVER_QUEUE": redis_url}, ROOT),
         }
+        if args.against:
+            configs["sync@against"] = ("wsgi:app", {**env, "RECEIVER_QUEUE": "sync"}, args.against)
+            configs["sqlite@against"] = ("wsgi:app", {**env, "RECEIVER_QUEUE": f"sqlite:///{tmp}/q2.db"},
+                                         args.against)
         results: dict[str, list[float]] = {name: [] for name in configs}
         for _ in range(args.rounds):  # alternate, so drift on a shared machine hits all alike
-            for port, (name, (app, app_env)) in enumerate(configs.items(), start=18081):
-                results[name].append(run_wrk(app, app_env, port, args, lua))
+            for port, (name, (app, app_env, root)) in enumerate(configs.items(), start=18081):
+                results[name].append(run_wrk(app, app_env, port, args, lua, root))
         waits = {
             "sqlite": latency({**env, "RECEIVER_QUEUE": f"sqlite:///{tmp}/latency.db"}, 18091, tmp),
             "redis": latency({**env, "RECEIVER_QUEUE": redis_url.replace("/0", "/1")}, 18092, tmp),
         }
-    bare, sync, sqlite, rq = (statistics.median(results[name]) for name in configs)
+    bare, sync, sqlite, rq = (statistics.median(results[name]) for name in list(configs)[:4])
     print(f"gunicorn -w 2, wrk -t2 -c{args.connections} -d{args.seconds}s, distinct push bodies, "
           f"median of {args.rounds} alternating rounds (all rounds: "
           + "; ".join(f"{k} {', '.join(f'{v:.0f}' for v in vs)}" for k, vs in results.items())
@@ -211,6 +225,11 @@ def main() -> int:
     print(f"  receiver, sync mode, no-op handler         {sync:8.0f} req/s   ratio {sync / bare:.3f}")
     print(f"  receiver, SQLite queue, no-op handler      {sqlite:8.0f} req/s   ratio {sqlite / bare:.3f} (target >= 0.8)")
     print(f"  receiver, Redis queue, no-op handler       {rq:8.0f} req/s   ratio {rq / bare:.3f} (target >= 0.8)")
+    if args.against:
+        for name, ours in (("sync", sync), ("sqlite", sqlite)):
+            theirs = statistics.median(results[f"{name}@against"])
+            print(f"  {args.against}, {name:6} mode             {theirs:8.0f} req/s   ours / theirs "
+                  f"{ours / theirs:.3f}")
     for name, values in waits.items():
         values.sort()
         p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
