@@ -193,14 +193,11 @@ def test_interrupting_emit_leaves_no_pending_row(tmp_path, sig, code, message):
         deadline = time.monotonic() + 20
         while not (a.requests and b.requests) and time.monotonic() < deadline:
             time.sleep(0.05)
-        started = time.monotonic()
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
-        elapsed = time.monotonic() - started
         attempts = len(a.requests) + len(b.requests)
     assert proc.returncode == code and err.strip() == message
     assert attempts == 2  # nothing was retried after the signal
-    assert elapsed < 8  # at most the attempt in flight, not five
     logs = subprocess.run([sys.executable, "-m", "receiver", "logs", "--json"], env=env,
                           capture_output=True, text=True, check=True)
     rows = json.loads(logs.stdout)
