@@ -10,7 +10,7 @@ import dataclasses
 import re
 import secrets
 import typing as t
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 __all__ = [
     "ACTIONS",
@@ -511,7 +511,7 @@ def build_event(
     for key, value in (("status", status), ("trigger", trigger), ("scanner", scanner)):
         if value is not None and (not value or not value.isprintable()):
             raise ValueError(f"{key} must be printable text, not {value!r}")
-    now = (occurred_at or datetime.now(timezone.utc)).replace(microsecond=0)
+    now = (occurred_at or datetime.now(UTC)).replace(microsecond=0)
     operator = operator or ""
 
     if action not in REPOSITORY_ACTIONS:

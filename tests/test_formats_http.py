@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from servers import ROOT
 
 from receiver import create_app, on
 from receiver.testing import capture_events, run_jobs
-from servers import ROOT
 
 SAMPLES = ROOT / "receiver" / "samples"
 
@@ -122,9 +122,10 @@ def test_every_sample_comes_out_typed_under_gunicorn(tmp_path):
     """Each sample posted over real HTTP to `gunicorn wsgi:app`, configured for Harbor's
     Authorization header, reaches the user's handler as its typed event; and a binary-mode
     CloudEvent too."""
+    from servers import gunicorn, post, wait_for
+
     from receiver.events import event_class
     from receiver.formats import FORMATS
-    from servers import gunicorn, post, wait_for
 
     (tmp_path / "recording_handlers.py").write_text(RECORDER)
     record = tmp_path / "record.jsonl"

@@ -6,15 +6,16 @@ import dataclasses
 import json
 
 import pytest
-
+from servers import Target, free_port, serve, wait_for
 from wire import SEED, shape
+
+from receiver import create_app
 from receiver.rules import TriggerRule
 from receiver.schemas import load_event
 from receiver.sender import Sender
 from receiver.store import Store
 from receiver.testing import make_event
-from receiver import create_app
-from servers import Target, free_port, serve, wait_for
+
 
 @pytest.fixture()
 def store(tmp_path):

@@ -44,9 +44,9 @@ class Envelope(Wire):
 
     @validates_schema(skip_on_field_errors=True)
     def _repository(self, data: dict[str, t.Any], **kwargs: t.Any) -> None:
-        if data.get(self.TYPE_KEY) in self.repository_types():
-            if (data.get(self.DATA_KEY) or {}).get("repository") is None:
-                raise ValidationError({"repository": ["Missing data for required field."]},
+        if (data.get(self.TYPE_KEY) in self.repository_types()
+                and (data.get(self.DATA_KEY) or {}).get("repository") is None):
+            raise ValidationError({"repository": ["Missing data for required field."]},
                                       self.DATA_KEY)
 
 

@@ -90,12 +90,16 @@ class CloudEventsFormat(Format):
 CLOUDEVENTS = CloudEventsFormat()
 
 
-def is_binary(headers: t.Mapping[str, str]) -> bool:
+# Headers: a mapping, or werkzeug's Headers (case-insensitive keys).
+Headers = t.Union[t.Mapping[str, str], t.Any]
+
+
+def is_binary(headers: Headers) -> bool:
     """Whether a request carries a CloudEvent in binary mode (a ``ce-specversion`` header)."""
     return "ce-specversion" in headers
 
 
-def structured(headers: t.Mapping[str, str], data: t.Any) -> dict[str, t.Any]:
+def structured(headers: Headers, data: t.Any) -> dict[str, t.Any]:
     """The structured-mode body of a binary-mode CloudEvent: each ``ce-<name>`` header
     (percent-decoded, as the HTTP binding says) becomes attribute ``<name>``, the content
     type becomes ``datacontenttype``, and the decoded body becomes ``data``."""

@@ -10,7 +10,7 @@ and :func:`event_data` is its inverse for dumping.
 from __future__ import annotations
 
 import typing as t
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_dump, pre_load, validate
 
@@ -204,7 +204,7 @@ class EventData(Bounded):
 
 # Loaded event_data to a typed event, and back.
 
-_UTC = timezone.utc
+_UTC = UTC
 
 
 def build(action: str, fmt: str, occurred_at: datetime, operator: str | None,
@@ -251,7 +251,7 @@ def _scanned(r: t.Mapping[str, t.Any]) -> ScannedResource:
         report = overview
     severity = report.get("severity")
     if not isinstance(severity, str):
-        severity = _CLAIR_SEVERITY.get(severity) if is_integral(severity) else None
+        severity = _CLAIR_SEVERITY.get(int(severity)) if is_integral(severity) else None
     summary = _dict(report.get("summary"))
     counts = {k: int(v) for k, v in _dict(summary.get("summary")).items() if is_integral(v)}
     return ScannedResource(

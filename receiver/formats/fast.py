@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import typing as t
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..events import (
     CHART_ACTIONS,
@@ -32,7 +32,7 @@ _REPOSITORY_KEYS = frozenset(("date_created", "name", "namespace", "repo_full_na
 _RESOURCE_KEYS = ("digest", "tag", "resource_url")
 _OTHER_DATA_KEYS = ("replication", "retention", "scan", "custom_attributes")
 _digest = re.compile(DIGEST_PATTERN).search
-_UTC = timezone.utc
+_UTC = UTC
 _from_timestamp = datetime.fromtimestamp
 
 

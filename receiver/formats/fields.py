@@ -11,18 +11,26 @@ from __future__ import annotations
 import math
 import re
 import typing as t
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from marshmallow import ValidationError, fields
 
-__all__ = ["Bool", "Int", "Pattern", "RFC3339", "TagOrDigest", "TextOrInt", "UnixTime",
-           "is_integral"]
+__all__ = [
+    "RFC3339",
+    "Bool",
+    "Int",
+    "Pattern",
+    "TagOrDigest",
+    "TextOrInt",
+    "UnixTime",
+    "is_integral",
+]
 
 # Unix seconds from 1970 up to the last second of year 9999, the range datetime can hold.
 MAX_SECONDS = 253402300799
 
 
-def is_integral(value: t.Any) -> bool:
+def is_integral(value: t.Any) -> t.TypeGuard[int | float]:
     if type(value) is int:
         return True
     return type(value) is float and math.isfinite(value) and value.is_integer()
@@ -32,7 +40,7 @@ class Int(fields.Field):
     """A JSON integer (``3`` or ``3.0``, never ``true``), loaded as ``int``."""
 
     json_schema: t.ClassVar[dict[str, t.Any]] = {"type": "integer"}
-    default_error_messages = {"invalid": "Not a valid integer."}
+    default_error_messages = {"invalid": "Not a valid integer."}  # noqa: RUF012
 
     def _serialize(self, value: t.Any, attr: t.Any, obj: t.Any, **kwargs: t.Any) -> t.Any:
         return value
@@ -47,7 +55,7 @@ class Bool(fields.Field):
     """A JSON boolean, nothing else (marshmallow's Boolean also takes ``"yes"`` and ``1``)."""
 
     json_schema: t.ClassVar[dict[str, t.Any]] = {"type": "boolean"}
-    default_error_messages = {"invalid": "Not a valid boolean."}
+    default_error_messages = {"invalid": "Not a valid boolean."}  # noqa: RUF012
 
     def _serialize(self, value: t.Any, attr: t.Any, obj: t.Any, **kwargs: t.Any) -> t.Any:
         return value
@@ -65,7 +73,7 @@ class UnixTime(fields.Field):
         "type": "integer", "minimum": 0, "maximum": MAX_SECONDS,
         "description": "Unix time, whole seconds",
     }
-    default_error_messages = {
+    default_error_messages = {  # noqa: RUF012
         "invalid": "Not a valid Unix time: expected whole seconds as a number.",
         "range": "Unix time out of range.",
     }
@@ -78,14 +86,14 @@ class UnixTime(fields.Field):
             raise self.make_error("invalid")
         if not 0 <= value <= MAX_SECONDS:
             raise self.make_error("range")
-        return datetime.fromtimestamp(int(value), tz=timezone.utc)
+        return datetime.fromtimestamp(int(value), tz=UTC)
 
 
 class TextOrInt(fields.Field):
     """A string or an integer, as it came (a scan severity: a name, or Harbor 1.9's number)."""
 
     json_schema: t.ClassVar[dict[str, t.Any]] = {"type": ["string", "integer"]}
-    default_error_messages = {"invalid": "Not a string or an integer."}
+    default_error_messages = {"invalid": "Not a string or an integer."}  # noqa: RUF012
 
     def _serialize(self, value: t.Any, attr: t.Any, obj: t.Any, **kwargs: t.Any) -> t.Any:
         return value
@@ -111,13 +119,13 @@ class RFC3339(fields.Field):
     json_schema: t.ClassVar[dict[str, t.Any]] = {
         "type": "string", "format": "date-time", "pattern": _RFC3339,
     }
-    default_error_messages = {"invalid": "Not an RFC 3339 date-time (2026-11-27T08:00:00Z)."}
+    default_error_messages = {"invalid": "Not an RFC 3339 date-time (2026-11-27T08:00:00Z)."}  # noqa: RUF012
 
     def _serialize(self, value: datetime | None, attr: t.Any, obj: t.Any, **kwargs: t.Any) -> str | None:
         if value is None:
             return None
         # Whole seconds as Harbor writes them; a received fraction is kept.
-        return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat() + "Z"
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
 
     def _deserialize(self, value: t.Any, attr: t.Any, data: t.Any, **kwargs: t.Any) -> datetime:
         if type(value) is not str or not _rfc3339.search(value):
@@ -128,7 +136,7 @@ class RFC3339(fields.Field):
             digits = rest[:-6]
             text = f"{head}.{digits[:6].ljust(6, '0')}{rest[-6:]}"
         try:
-            return datetime.fromisoformat(text).astimezone(timezone.utc)
+            return datetime.fromisoformat(text).astimezone(UTC)
         except ValueError:  # the 30th of February
             raise self.make_error("invalid") from None
 

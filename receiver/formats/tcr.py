@@ -93,7 +93,7 @@ class TcrFormat(Format):
 
     def wire(self, event: Event) -> dict[str, t.Any]:
         if not isinstance(event, RepositoryEvent):
-            raise ValueError(f"the tcr format has no {event.action} event")
+            raise ValueError(f"the tcr format has no {event.action} event")  # noqa: TRY004
         data = event_data(event, report=REPORT_1_10)
         if isinstance(event, QuotaEvent) and event.action == "quotaWarning":
             details = event.details or ""
