@@ -149,7 +149,8 @@ def webhook() -> Response:
     state: ReceiverState = app.extensions["receiver"]
     try:
         body = read_body(req, state.max_body)
-        if not body.strip():
+        binary = is_binary(req.headers)
+        if not body.strip() and not binary:
             # The registry's "test endpoint" button: an empty POST, sent without auth headers.
             log.info("ping status=200 duration=%.1fms", (time.perf_counter() - started) * 1e3)
             return _json({"ping": True}, 200)
@@ -157,12 +158,15 @@ def webhook() -> Response:
         problem = state.auth.check(req.headers)
         if problem is not None:
             raise Rejection(401, problem)
-        text, data = decode(body)
-        if is_binary(req.headers):
-            # A binary-mode CloudEvent: its attributes are headers. Queue the structured
-            # body, so that a job's event is read from the body alone.
-            data = structured(req.headers, data)
+        if binary:
+            # A binary-mode CloudEvent: its attributes are headers, its body is its data.
+            # Queue the structured body, so that a job's event is read from the body alone;
+            # never the auth headers' values.
+            data = decode(body)[1] if body.strip() else None
+            data = structured(req.headers, data, skip={n.lower() for n in state.auth.header_names})
             text = json.dumps(data, ensure_ascii=False)
+        else:
+            text, data = decode(body)
         try:
             event = load(data)
         except UnknownAction as unknown:

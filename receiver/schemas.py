@@ -73,11 +73,12 @@ def load_event(data: t.Any, format: str = "auto") -> Event:
             raise UnknownType(data["type"], data, fmt.name)
     else:
         fmt = get(format)
+    if type(data) is not dict:
+        raise ValidationError({"_schema": ["The body must be a JSON object."]})
     id = event_id(data)
-    if type(data) is dict:
-        event = fmt.fast(data, id)
-        if event is not None:
-            return event
+    event = fmt.fast(data, id)
+    if event is not None:
+        return event
     return fmt.load(data, id)
 
 

@@ -129,8 +129,8 @@ def _with(path: list, value) -> dict:
 @pytest.mark.parametrize(
     "body, messages",
     [
-        R([1, 2], {"_schema": ["Invalid input type."]}, id="array"),
-        R(b"\"string\"", {"_schema": ["Invalid input type."]}, id="json-string"),
+        R([1, 2], {"_schema": ["The body must be a JSON object."]}, id="array"),
+        R(b"\"string\"", {"_schema": ["The body must be a JSON object."]}, id="json-string"),
         R(_with(["occur_at"], "yesterday"),
           {"occur_at": ["Not a valid Unix time: expected whole seconds as a number."]}, id="wrong-type"),
         R(_with(["occur_at"], KeyError), {"occur_at": ["Missing data for required field."]},
@@ -140,7 +140,7 @@ def _with(path: list, value) -> dict:
         R(_with(["event_data", "resources", 0, "digest"], "sha256:1234"),
           {"event_data": {"resources": {"0": {"digest": [
               "Not a valid digest: expected 'sha256:' and 64 lower-case hex digits "
-              "(or 'sha512:' and 128)."]}}}},
+              "(or 'sha512:' and 128, or 'blake3:' and 64)."]}}}},
           id="bad-digest"),
         R(_with(["event_data", "repository", "repo_full_name"], 5),
           {"event_data": {"repository": {"repo_full_name": ["Not a valid string."]}}},

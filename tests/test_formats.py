@@ -145,8 +145,32 @@ def _paths(value, prefix=()):
             yield from _paths(v, prefix + (i,))
 
 
+def _declared_keys():
+    """Every key any format declares, at any depth."""
+    from marshmallow import fields
+
+    keys, seen, stack = set(), set(), [f.schema for f in FORMATS.values()]
+    while stack:
+        schema = stack.pop()
+        if id(schema) in seen:
+            continue
+        seen.add(id(schema))
+        for name, field in schema.fields.items():
+            keys.add(field.data_key or name)
+            while isinstance(field, (fields.List, fields.Dict)):
+                field = field.inner if isinstance(field, fields.List) else field.value_field
+            if isinstance(field, fields.Nested):
+                stack.append(field.schema)
+    return sorted(keys)
+
+
+DECLARED = _declared_keys()
+
+
 @st.composite
 def mutated_samples(draw):
+    """A sample with up to three changes: a key removed, a value replaced by any JSON, or a
+    declared key (of any part of any format) added with any JSON value."""
     path = draw(st.sampled_from(SAMPLE_FILES))
     body = sample(path)
     for _ in range(draw(st.integers(1, 3))):
@@ -157,7 +181,10 @@ def mutated_samples(draw):
         parent = body
         for key in where[:-1]:
             parent = parent[key]
-        if isinstance(parent, dict) and draw(st.booleans()):
+        change = draw(st.sampled_from(["delete", "replace", "add"]))
+        if change == "add" and isinstance(parent, dict):
+            parent[draw(st.sampled_from(DECLARED))] = draw(json_any)
+        elif change == "delete" and isinstance(parent, dict):
             del parent[where[-1]]
         else:
             parent[where[-1]] = draw(json_any)
@@ -182,6 +209,35 @@ def test_json_schema_and_loader_accept_and_refuse_the_same_bodies(case):
     assert schema_ok
     fast = fmt.fast(body, "x")
     assert fast is None or fast == event
+
+
+def test_a_field_added_to_the_declaration_is_never_skipped_by_the_fast_path():
+    """The fast path reads the declaration: a body holding a declared key it does not check
+    goes to the schema, and a declaration requiring such a key turns the fast path off."""
+    from marshmallow import fields
+
+    from receiver.formats.common import ResourceSchema
+    from receiver.formats.fast import FastPath
+    from receiver.formats.harbor import TYPES, HarborEnvelope
+
+    body = sample(SAMPLES / "harbor" / "pushImage.json")
+    fmt = FORMATS["harbor"]
+    assert fmt.fast(body, "id") is not None
+    body["event_data"]["resources"][0]["sbom_overview"] = 5  # declared, not checked by hand
+    assert fmt.fast(body, "id") is None
+    with pytest.raises(ValidationError):
+        load_event(body)
+
+    class Resource(ResourceSchema):
+        size = fields.Integer(required=True)
+
+    class Envelope(HarborEnvelope):
+        event_data = fields.Nested(type("Data", (type(fmt.schema.fields["event_data"].schema),), {
+            "resources": fields.List(fields.Nested(Resource))}), required=True)
+
+    fast = FastPath(Envelope(), "harbor", TYPES)
+    assert fast.deferred["resource"] == ("scan_overview", "sbom_overview", "size")
+    assert not fast.enabled
 
 
 def test_the_json_schemas_are_valid_draft_2020_12():
@@ -234,6 +290,20 @@ def test_a_digest_sent_as_the_tag_is_no_tag(url):
     (resource,) = event.resources
     assert (resource.tag, resource.digest, event.tags) == (None, DIGEST, ())
     assert resource.digest_reference == f"harbor.example.com/prod/api@{DIGEST}"
+
+
+@pytest.mark.parametrize("where, value", [
+    ("digest", DIGEST + "\n"),
+    ("tag", DIGEST + "\n" + "x" * 130),  # longer than a tag, and not a digest either
+])
+def test_a_digest_with_a_trailing_newline_is_refused(where, value):
+    """Python's ``$`` matches before a final newline; the declaration's patterns do not,
+    and neither does the JSON Schema's."""
+    body = _harbor_push("v1", "harbor.example.com/prod/api:v1")
+    body["event_data"]["resources"][0][where] = value
+    with pytest.raises(ValidationError):
+        load_event(body)
+    assert not validator("harbor").is_valid(body)
 
 
 def test_a_tagged_resource_keeps_its_tag_and_pins_its_digest():

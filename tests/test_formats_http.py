@@ -150,3 +150,34 @@ def test_every_sample_comes_out_typed_under_gunicorn(tmp_path):
     got = [json.loads(line)[:2] for line in record.read_text().splitlines()]
     assert sorted(got) == sorted(expected)
     assert "h4rb0r" not in log.read_text()
+
+
+def test_binary_mode_never_queues_an_auth_header_and_an_empty_one_is_no_ping(tmp_path):
+    """A ce-* auth header's value is not copied into the queued body; an empty binary-mode
+    body is a CloudEvent without data (422 naming it), not the registry's ping."""
+    app = create_app({"RECEIVER_QUEUE": f"sqlite:///{tmp_path}/q.db", "RECEIVER_WORKERS": 0,
+                      "RECEIVER_AUTH_HEADERS": json.dumps({"ce-token": "t0p-s3cret"})})
+    on("pushImage")(lambda event: None)
+    client = app.test_client()
+    headers, data = _binary(sample("cloudevents/pushImage"))
+    resp = client.post("/webhook", data=data, headers={**headers, "ce-token": "t0p-s3cret"})
+    assert resp.status_code == 202 and resp.get_json()["handlers"] == 1
+    queue = app.extensions["receiver"].queue
+    (job,) = queue.jobs()
+    body = json.loads(queue.job(job.job_id).body)
+    assert body["specversion"] == "1.0" and "token" not in body
+    assert "t0p-s3cret" not in json.dumps(body)
+    empty = client.post("/webhook", data=b"", headers={**headers, "ce-token": "t0p-s3cret"})
+    assert empty.status_code == 422 and "data" in empty.get_json()["messages"]
+
+
+def test_a_tcr_quota_event_reads_back_as_the_level_it_was_sent_as():
+    """TCR has one quota type for both levels; the sender writes a text that says which."""
+    from receiver.testing import make_event
+    from receiver.schemas import dump_event, load_event
+
+    for action, details in (("quotaExceed", "quota usage reach 85%: storage used 9 of 10"),
+                            ("quotaWarning", "adding 1 GiB ... will exceed the upper limit"),
+                            ("quotaExceed", None), ("quotaWarning", None)):
+        event = make_event(action, "prod/api", ["v1"], details=details)
+        assert load_event(dump_event(event, "tcr")).action == action, (action, details)

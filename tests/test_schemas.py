@@ -93,7 +93,7 @@ def test_bad_digests_are_refused(digest):
         load_event(body)
     assert info.value.messages == {"event_data": {"resources": {0: {"digest": [
         "Not a valid digest: expected 'sha256:' and 64 lower-case hex digits "
-        "(or 'sha512:' and 128)."]}}}}
+        "(or 'sha512:' and 128, or 'blake3:' and 64)."]}}}}
 
 
 # --- round trip --------------------------------------------------------------------------

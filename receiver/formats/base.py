@@ -73,9 +73,6 @@ class Format:
                 return wire
         raise ValueError(f"the {self.name} format has no {action} event")
 
-    def knows(self, type_: t.Any) -> bool:
-        return type_ in self.types
-
     def load(self, data: t.Any, id: str = "") -> Event:
         """The typed event of a decoded body; ValidationError names what is wrong."""
         loaded = self.schema.load(data)

@@ -55,6 +55,8 @@ class CloudEventEnvelope(Envelope):
     source = fields.String(required=True, validate=_text)
     type = fields.String(required=True, validate=validate.OneOf(list(TYPES)))
     datacontenttype = fields.String(allow_none=True)
+    dataschema = fields.String(allow_none=True)  # optional in CloudEvents; Harbor sends none
+    subject = fields.String(allow_none=True)  # likewise
     time = RFC3339(required=True)
     data = fields.Nested(EventData, required=True)
     operator = fields.String(allow_none=True)
@@ -70,20 +72,21 @@ class CloudEventsFormat(Format):
         return build(TYPES[loaded["type"]], self.name, loaded["time"], loaded.get("operator"),
                      loaded["data"], id=id, raw=raw)
 
-    def wire(self, event: Event, *, ce_id: str | None = None, source: str | None = None,
-             requestid: str | None = None) -> dict[str, t.Any]:
+    def wire(self, event: Event) -> dict[str, t.Any]:
+        """A new CloudEvent for *event*: a fresh ``id`` and ``requestid``, as Harbor makes
+        one per delivery policy."""
         import uuid
 
         return {
             "specversion": "1.0",
-            "id": ce_id or str(uuid.uuid4()),
-            "source": source or "/projects/1/webhook/policies/1",
+            "id": str(uuid.uuid4()),
+            "source": "/projects/1/webhook/policies/1",
             "type": self.wire_type(event.action),
             "datacontenttype": "application/json",
             "time": event.occurred_at,
             "data": event_data(event),
             "operator": event.operator,
-            "requestid": requestid or str(uuid.uuid4()),
+            "requestid": str(uuid.uuid4()),
         }
 
 
@@ -99,14 +102,18 @@ def is_binary(headers: Headers) -> bool:
     return "ce-specversion" in headers
 
 
-def structured(headers: Headers, data: t.Any) -> dict[str, t.Any]:
+def structured(headers: Headers, data: t.Any, skip: t.Collection[str] = ()) -> dict[str, t.Any]:
     """The structured-mode body of a binary-mode CloudEvent: each ``ce-<name>`` header
     (percent-decoded, as the HTTP binding says) becomes attribute ``<name>``, the content
-    type becomes ``datacontenttype``, and the decoded body becomes ``data``."""
+    type becomes ``datacontenttype``, and the decoded body becomes ``data``.
+
+    :param skip: header names (lower-case) to leave out: the auth headers, whose values
+        must not be queued.
+    """
     out: dict[str, t.Any] = {}
     for key, value in headers.items():
         key = key.lower()
-        if key.startswith("ce-") and len(key) > 3:
+        if key.startswith("ce-") and len(key) > 3 and key not in skip:
             out[key[3:]] = unquote(value)
     content_type = headers.get("content-type")
     if content_type and "datacontenttype" not in out:

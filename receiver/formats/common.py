@@ -34,16 +34,16 @@ from ..events import (
     event_class,
     is_digest,
 )
-from .fields import Bool, Int, Pattern, TagOrDigest, TextOrInt, UnixTime, is_integral
+from .fields import Bool, Int, Pattern, TagOrDigest, TextOrInt, UnixTime, is_integral, whole
 
 #: A digest on the wire, as a JSON Schema pattern.
-DIGEST_PATTERN = f"^({DIGEST.pattern})$"
+DIGEST_PATTERN = whole(DIGEST.pattern)
 #: The media type Harbor keys a vulnerability report's summary by.
 VULNERABILITY_REPORT = "application/vnd.security.vulnerability.report; version=1.1"
 
 _name = validate.Length(min=1, max=MAX_REPOSITORY, error="Must be 1 to {max} characters long.")
 _digest = Pattern(DIGEST_PATTERN, "Not a valid digest: expected 'sha256:' and 64 lower-case "
-                  "hex digits (or 'sha512:' and 128).")
+                  "hex digits (or 'sha512:' and 128, or 'blake3:' and 64).")
 _tag = TagOrDigest(MAX_TAG, DIGEST_PATTERN)
 
 
@@ -190,8 +190,8 @@ _resources = validate.Length(max=MAX_RESOURCES, error="More than {max} resources
 
 
 class EventData(Bounded):
-    """Harbor 2.x ``event_data``: every key may be missing. Which ones an event type needs
-    is the envelope's business (``REQUIRES`` there)."""
+    """Harbor 2.x ``event_data``: every key may be missing. That events with a repository
+    need one is the envelope's rule (:meth:`Envelope.repository_types`)."""
 
     resources = fields.List(fields.Nested(ResourceSchema), allow_none=True, validate=_resources)
     repository = fields.Nested(RepositorySchema, allow_none=True)
@@ -323,8 +323,9 @@ def event_data(event: Event, *, report: str = VULNERABILITY_REPORT) -> dict[str,
     """The ``event_data`` of *event*, ready for a schema's dump (the inverse of :func:`build`)."""
     if isinstance(event, RepositoryEvent):
         repo = event.repository
+        plain = not isinstance(event, (ScanEvent, QuotaEvent))
         out: dict[str, t.Any] = {
-            "resources": [_dump_resource(r, report) for r in event.resources],
+            "resources": [_dump_resource(r, report, plain) for r in event.resources],
             "repository": {"date_created": repo.created_at, "name": repo.name,
                            "namespace": repo.namespace, "repo_full_name": repo.full_name,
                            "repo_type": repo.type},
@@ -359,8 +360,9 @@ def event_data(event: Event, *, report: str = VULNERABILITY_REPORT) -> dict[str,
     }}
 
 
-def _dump_resource(r: Resource, report: str) -> dict[str, t.Any]:
-    out: dict[str, t.Any] = {"digest": r.digest, "tag": r.tag or r.digest,
+def _dump_resource(r: Resource, report: str, plain: bool) -> dict[str, t.Any]:
+    # Harbor writes an untagged artifact's digest as its tag in artifact events only.
+    out: dict[str, t.Any] = {"digest": r.digest, "tag": r.tag or (r.digest if plain else None),
                              "resource_url": r.url}
     if isinstance(r, ScannedResource):
         out["scan_overview"] = {report: {

@@ -15,19 +15,18 @@ from datetime import UTC, datetime
 
 from marshmallow import ValidationError, fields
 
-__all__ = [
-    "RFC3339",
-    "Bool",
-    "Int",
-    "Pattern",
-    "TagOrDigest",
-    "TextOrInt",
-    "UnixTime",
-    "is_integral",
-]
+__all__ = ["Bool", "Int", "Pattern", "RFC3339", "TagOrDigest", "TextOrInt", "UnixTime",
+           "is_integral", "whole"]
 
 # Unix seconds from 1970 up to the last second of year 9999, the range datetime can hold.
 MAX_SECONDS = 253402300799
+
+
+def whole(pattern: str) -> str:
+    """A JSON Schema ``pattern`` that matches the whole value, alike in Python's ``re``
+    (whose ``$`` also matches before a final newline) and in ECMA-262 (which JSON Schema
+    specifies): ``^(?:...)(?!\n)$``."""
+    return rf"^(?:{pattern})(?!\n)$"
 
 
 def is_integral(value: t.Any) -> t.TypeGuard[int | float]:
@@ -106,9 +105,9 @@ class TextOrInt(fields.Field):
 
 # RFC 3339's date-time, as CloudEvents' "time" (leap seconds aside: Python has none). Years
 # 1000 to 8999, so that any offset stays within what a datetime holds.
-_RFC3339 = (
-    r"^[1-8][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]"
-    r":[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+_RFC3339 = whole(
+    r"[1-8][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]"
+    r":[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
 )
 _rfc3339 = re.compile(_RFC3339)
 
@@ -119,7 +118,8 @@ class RFC3339(fields.Field):
     json_schema: t.ClassVar[dict[str, t.Any]] = {
         "type": "string", "format": "date-time", "pattern": _RFC3339,
     }
-    default_error_messages = {"invalid": "Not an RFC 3339 date-time (2026-11-27T08:00:00Z)."}  # noqa: RUF012
+    default_error_messages = {  # noqa: RUF012
+        "invalid": "Not an RFC 3339 date-time, such as 2026-11-27T08:00:00Z."}
 
     def _serialize(self, value: datetime | None, attr: t.Any, obj: t.Any, **kwargs: t.Any) -> str | None:
         if value is None:
@@ -130,7 +130,7 @@ class RFC3339(fields.Field):
     def _deserialize(self, value: t.Any, attr: t.Any, data: t.Any, **kwargs: t.Any) -> datetime:
         if type(value) is not str or not _rfc3339.search(value):
             raise self.make_error("invalid")
-        text = value.rstrip("\n").upper().replace("Z", "+00:00")
+        text = value.upper().replace("Z", "+00:00")
         head, dot, rest = text.partition(".")
         if dot:  # Python takes at most 6 fractional digits
             digits = rest[:-6]
@@ -143,7 +143,7 @@ class RFC3339(fields.Field):
 
 class Pattern:
     """A string validator: *pattern* must be found in the value (``re.search``, as JSON
-    Schema's ``pattern``); write ``^...$`` to match the whole."""
+    Schema's ``pattern``); use :func:`whole` to match the whole value."""
 
     def __init__(self, pattern: str, error: str) -> None:
         self.regex = re.compile(pattern)

@@ -55,7 +55,8 @@ class HarborFormat(Format):
                 "operator": event.operator, "event_data": event_data(event)}
 
     def fast(self, data: dict[str, t.Any], id: str) -> Event | None:
-        return fast.load(data, id, self.name, TYPES, resources_required=False)
+        return _FAST.load(data, id)
 
 
 HARBOR = HarborFormat()
+_FAST = fast.FastPath(HARBOR.schema, HARBOR.name, TYPES)

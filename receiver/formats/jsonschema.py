@@ -61,9 +61,12 @@ def _field(field: fields.Field) -> dict[str, t.Any]:
     if type(field) is fields.Raw and not field.validators:
         return {} if field.allow_none else {"not": {"type": "null"}}
     out = _base(field)
-    validators = list(field.validators)
-    for v in validators:
-        out.update(_validator(v, field))
+    for v in field.validators:
+        fragment = _validator(v, field)
+        clash = set(fragment) & set(out) - {"type"}
+        if clash:  # two rules for one keyword: the schema would keep only the last
+            raise TypeError(f"validators of {field!r} both set {sorted(clash)}")
+        out.update(fragment)
     if field.allow_none:
         out = _nullable(out)
     return out

@@ -95,15 +95,23 @@ class TcrFormat(Format):
         if not isinstance(event, RepositoryEvent):
             raise ValueError(f"the tcr format has no {event.action} event")  # noqa: TRY004
         data = event_data(event, report=REPORT_1_10)
-        if isinstance(event, QuotaEvent) and event.action == "quotaWarning":
+        if isinstance(event, QuotaEvent):
+            # One wire type for both levels: write a text that reads back as this level.
             details = event.details or ""
-            if not is_warning(details):  # keep it a warning when read back
-                data["custom_attributes"] = {"Details": f"quota usage reach the warning level: {details}"}
+            warning = event.action == "quotaWarning"
+            if is_warning(details) != warning:
+                if warning:
+                    details = ("quota usage reach the warning level: "
+                               + details.replace("will exceed", "would exceed"))
+                else:
+                    details += " (this push will exceed the configured upper limit)"
+                data["custom_attributes"] = {"Details": details}
         return {"type": self.wire_type(event.action), "occur_at": event.occurred_at,
                 "event_data": data, "operator": event.operator}
 
     def fast(self, data: dict[str, t.Any], id: str) -> Event | None:
-        return fast.load(data, id, self.name, TYPES, resources_required=True)
+        return _FAST.load(data, id)
 
 
 TCR = TcrFormat()
+_FAST = fast.FastPath(TCR.schema, TCR.name, TYPES)
