@@ -22,7 +22,8 @@ import click
 
 from . import __version__
 from .matcher import PatternError, repository_fullmatch, tag_fullmatch
-from .events import ACTIONS, REPOSITORY_ACTIONS, SEVERITIES, Event, build_event, subject
+from .events import (ACTIONS, REPOSITORY_ACTIONS, SEVERITIES, Event, build_event,
+                     parse_reference, subject)
 from .formats import FORMATS
 from .rules import DEFAULT_ACTIONS, RuleError, TriggerRule, parse_header
 from .sender import (DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, MAX_SECONDS, Sender,
@@ -243,7 +244,8 @@ def rules() -> None:
     A rule fires for an event when its action, namespace, repository pattern and tag
     pattern all match; each delivery then carries the resources whose tag matched, in the
     rule's wire format (--format). replication and tagRetention events have no repository:
-    only a rule without a namespace, repository or tag pattern fires for them.
+    a rule with either action takes no namespace, repository or tag pattern (it would never
+    fire for them), and is refused if given one.
     """
 
 
@@ -261,7 +263,7 @@ def rules_create(ctx: click.Context, name: str, url: str, actions: tuple[str, ..
 
     \b
       receiver rules create deploy --url http://127.0.0.1:8000/webhook --namespace prod \\
-          --tag 'v*' --header 'Authentication: s3cret' --format harbor
+          --tag 'v*' --header 'Authorization: Bearer s3cret' --format harbor
     """
     try:
         rule = TriggerRule(
@@ -418,24 +420,14 @@ def _operator() -> str:
         return ""
 
 
-def _parse_ref(ref: str) -> tuple[str, list[str], str | None]:
-    """``NS/REPO:TAG[,TAG...]``, ``NS/REPO@DIGEST`` or ``NS/REPO:TAG@DIGEST`` as
-    (repository, tags, digest)."""
-    name, at, digest = ref.partition("@")
-    if at and not digest:
-        raise UserError(f"{ref!r} has no digest after '@'")
-    repo, sep, tags = name.rpartition(":")
-    if not sep:
-        if at and name:
-            return name, [], digest  # by digest: no tag
-        raise UserError(f"{ref!r} must be NS/REPO:TAG, NS/REPO@DIGEST or NS/REPO:TAG@DIGEST "
-                        "(several tags: NS/REPO:TAG1,TAG2)")
-    if "/" in tags or not repo:
-        raise UserError(f"{ref!r} must be NS/REPO:TAG (several tags: NS/REPO:TAG1,TAG2)")
-    tag_list = [tag for tag in tags.split(",") if tag]
-    if not tag_list:
-        raise UserError(f"{ref!r} has no tag after ':'")
-    return repo, tag_list, digest or None
+def _parse_ref(ref: str) -> tuple[str, list[str] | None, str | None]:
+    """REF as (repository, tags, digest), in the grammar of ``deliver()``
+    (:func:`receiver.events.parse_reference`): ``NS/REPO`` (tags ``None``: ``latest``),
+    ``NS/REPO:TAG[,TAG...]``, ``NS/REPO@DIGEST`` or ``NS/REPO:TAG@DIGEST``."""
+    try:
+        return parse_reference(ref)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _event(action: str, ref: str | None, options: dict[str, t.Any]) -> Event:
@@ -446,8 +438,8 @@ def _event(action: str, ref: str | None, options: dict[str, t.Any]) -> Event:
     tags: list[str] | None = None
     if action in REPOSITORY_ACTIONS:
         if ref is None:
-            raise UserError(f"{action} needs what it is about: NS/REPO:TAG or NS/REPO@DIGEST "
-                            "after the action")
+            raise UserError(f"{action} needs what it is about: NS/REPO[:TAG] or "
+                            "NS/REPO@DIGEST after the action")
         repo, tags, in_ref = _parse_ref(ref)
         if in_ref is not None and digest is not None:
             raise UserError("give the digest once: in NS/REPO@DIGEST or with --digest")
@@ -457,7 +449,8 @@ def _event(action: str, ref: str | None, options: dict[str, t.Any]) -> Event:
                         "(--project names the project)")
     elif digest is not None:
         raise UserError(f"{action} has no repository, so no --digest")
-    if options["operator"] is None:
+    if options["operator"] is None and action in REPOSITORY_ACTIONS:
+        # replication and tagRetention: build_event writes what Harbor does (the trigger).
         options["operator"] = _operator()
     options["deleted"] = tuple(options["deleted"])
     try:
@@ -511,23 +504,28 @@ _event_options = [
     click.option("--digest", help="The image digest (default: a random sha256 per tag); "
                                   "or write NS/REPO@DIGEST."),
     click.option("--operator", help="Who did it, as the registry reports (an account id) "
-                                    "[default: your user name]."),
+                                    "[default: your user name; for replication its --trigger "
+                                    "and for tagRetention MANUAL, as Harbor 2.2 to 2.8 write "
+                                    "them]."),
     click.option("--host", default="registry.example.com", show_default=True,
                  help="The registry host in resource URLs."),
     click.option("--severity", metavar="SEVERITY", callback=_severity,
                  help="Scans: the highest severity found, one of " + ", ".join(SEVERITIES)
-                      + " [default: the highest of --vulnerabilities, else None]."),
+                      + " [default: the highest of --vulnerabilities, else None]; without "
+                        "--vulnerabilities, one vulnerability of that severity."),
     click.option("--vulnerabilities", metavar="SEVERITY=N,...", callback=_vulnerabilities,
                  help="Scans: how many were found per severity, e.g. High=2,Low=5."),
     click.option("--scanner", metavar="NAME", help="Scans: the scanner [default: Trivy]."),
     click.option("--status", metavar="TEXT",
                  help="Scans: Success, Error or Stopped [default: by action]; replication: "
-                      "Success, Failed... [default: Success]; tagRetention: SUCCESS, FAILED... "
-                      "[default: SUCCESS]."),
+                      "Success, Error, Stopped or Running [default: Success; a Success lists "
+                      "the artifact copied, an Error the one that failed]; tagRetention: the "
+                      "result [default: SUCCESS, the only one Harbor writes]."),
     click.option("--details", metavar="TEXT",
                  help="Quota events: the registry's text [default: a realistic one]."),
     click.option("--trigger", metavar="TEXT",
-                 help="Replication: manual, scheduled or event_based [default: manual]."),
+                 help="Replication: MANUAL, SCHEDULE or EVENT, as Harbor 2.2+ writes it "
+                      "[default: MANUAL]; it is also the operator unless --operator is given."),
     click.option("--project", metavar="NS",
                  help="Replication and tagRetention: the project [tagRetention default: library]."),
     click.option("--retained", type=int, metavar="N",
@@ -546,6 +544,7 @@ _REF_HELP = """
     REF is what the event is about:
 
     \b
+      NS/REPO                the tag latest
       NS/REPO:TAG[,TAG...]   image tags; chart versions for chart actions
       NS/REPO@DIGEST         an artifact pushed (pulled...) by digest, without a tag
       NS/REPO:TAG@DIGEST     a tag and its digest (the same as --digest)
@@ -556,6 +555,11 @@ _REF_HELP = """
     --deleted. An option the action does not have is an error, as is a format that has no
     such event (cloudevents has no chart events; tcr no scanningStopped, replication or
     tagRetention).
+
+    Replication and tagRetention bodies are Harbor 2.2 to 2.8's: the operator is the
+    replication's trigger (MANUAL, SCHEDULE or EVENT) and a manual retention run's MANUAL
+    (a scheduled one's is Schedule), unless --operator is given; from 2.9 Harbor names the
+    user instead.
 """
 
 
@@ -579,8 +583,10 @@ def _check_format(format_: str | None, event: Event) -> None:
       receiver emit pushImage prod/app@sha256:<64 hex> --format harbor
       receiver emit uploadChart charts/web:0.3.1
       receiver emit scanningCompleted prod/app:v1 --vulnerabilities High=2,Low=5
-      receiver emit quotaWarning prod/app:v1 --details 'quota usage reach 85%'
-      receiver emit replication --status Failed --trigger scheduled --project prod
+      receiver emit scanningCompleted prod/app:v1 --severity High
+      receiver emit quotaWarning prod/app:v1 \\
+          --details 'quota usage reach 85%: resource storage used 8.7 GiB of 10.0 GiB'
+      receiver emit replication --status Error --trigger SCHEDULE --project prod
       receiver emit tagRetention --project prod --retained 10 --deleted app:v0.9
 """)
 @click.argument("action", type=_action_choice, metavar="ACTION")
@@ -594,8 +600,15 @@ def emit(ctx: click.Context, action: str, ref: str | None, format_: str | None, 
          attempts: int, backoff: float, as_json: bool, **options: t.Any) -> None:
     event = _event(action, ref, options)
     _check_format(format_, event)
-    deliveries = _sender(ctx, timeout, attempts, backoff).emit(event, format_)
-    if not deliveries and not as_json:
+    skipped: list[str] = []
+
+    def skip(rule: TriggerRule, reason: str) -> None:
+        # Only a hand-edited store holds such a rule; say so where the user looks.
+        skipped.append(rule.name)
+        click.echo(f"rule {rule.name} skipped: {reason}", err=True)
+
+    deliveries = _sender(ctx, timeout, attempts, backoff).emit(event, format_, on_skip=skip)
+    if not deliveries and not skipped and not as_json:
         click.echo(f"no enabled rule matches {action}" + (f" {ref}" if ref else ""), err=True)
     _report(deliveries, as_json)
 
@@ -604,7 +617,9 @@ def emit(ctx: click.Context, action: str, ref: str | None, format_: str | None, 
 """ + _REF_HELP + """
     \b
       receiver send pushImage prod/app:v1 --url http://127.0.0.1:8000/webhook \\
-          --header 'Authentication: s3cret' --format cloudevents
+          --header 'Authorization: Bearer s3cret' --format cloudevents
+      receiver send pushImage prod/app:v1 --url http://127.0.0.1:8000/webhook \\
+          --header 'Authentication: s3cret'      # --format tcr: TCR's custom headers
 """)
 @click.argument("action", type=_action_choice, metavar="ACTION")
 @click.argument("ref", metavar="[REF]", required=False)
@@ -693,6 +708,7 @@ class _Verdict:
     file: str
     status: str  # "ok", "invalid" or "ignored" (a type no format knows: the receiver's 202)
     format: str | None = None
+    type: str | None = None  # the body's wire type, as written (PUSH_ARTIFACT...)
     action: str | None = None
     repository: str | None = None
     tags: tuple[str, ...] = ()
@@ -702,7 +718,8 @@ class _Verdict:
     def to_dict(self) -> dict[str, t.Any]:
         return {
             "file": self.file, "ok": self.status == "ok", "status": self.status,
-            "format": self.format, "action": self.action, "repository": self.repository,
+            "format": self.format, "type": self.type, "action": self.action,
+            "repository": self.repository,
             "tags": list(self.tags), "errors": list(self.errors),
             "unknown_keys": None if self.unknown_keys is None else list(self.unknown_keys),
         }
@@ -759,24 +776,26 @@ def _check(name: str, raw: bytes, format_: str, strict: bool) -> _Verdict:
     except Rejection as exc:
         return _Verdict(name, "invalid", errors=(exc.reason,))
     fmt = FORMATS[format_] if format_ != "auto" else detect(data)
+    kind = data.get("type") if isinstance(data, dict) else None
+    kind = kind if isinstance(kind, str) else None  # every format's type is under "type"
     try:
         event = load_event(data, format_)
     except UnknownAction as exc:
-        return _Verdict(name, "ignored", format=exc.format, action=exc.action,
+        # No action: the receiver runs no handler. The type says what came.
+        return _Verdict(name, "ignored", format=exc.format, type=exc.action,
                         errors=(f"unknown type {exc.action!r}",))
     except ValidationError as exc:
         errors = tuple(_paths(exc.messages))
-        kind = data.get("type") if isinstance(data, dict) else None
         unknown = tuple(unknown_keys(fmt, data)) if strict and fmt else (() if strict else None)
         return _Verdict(name, "invalid", format=fmt.name if fmt else
-                        (guess(data) if isinstance(data, dict) else None),
-                        action=fmt.types.get(kind) if fmt and isinstance(kind, str) else None,
+                        (guess(data) if isinstance(data, dict) else None), type=kind,
+                        action=fmt.types.get(kind) if fmt and kind is not None else None,
                         errors=errors, unknown_keys=unknown)
     except RecursionError:
-        return _Verdict(name, "invalid", errors=("nested too deeply",))
+        return _Verdict(name, "invalid", type=kind, errors=("nested too deeply",))
     full_name, tags = subject(event)
     unknown = tuple(unknown_keys(FORMATS[event.format], data)) if strict else None
-    return _Verdict(name, "invalid" if unknown else "ok", format=event.format,
+    return _Verdict(name, "invalid" if unknown else "ok", format=event.format, type=kind,
                     action=event.action, repository=full_name or None, tags=tags,
                     unknown_keys=unknown)
 
@@ -802,7 +821,8 @@ def _read(name: str) -> bytes:
                    "invalid: the registry's payload has grown past this version.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON list with one object per file: file, ok, status, format, "
-                   "action, repository, tags, errors, unknown_keys.")
+                   "type (the body's own), action (null unless a format knows the type), "
+                   "repository, tags, errors, unknown_keys.")
 def validate(files: tuple[str, ...], format_: str, strict: bool, as_json: bool) -> None:
     """Check webhook bodies (JSON files; - reads standard input) as the receiver would.
 
@@ -963,7 +983,7 @@ def jobs(ctx: click.Context, status: str | None, event_id: str | None, handler: 
     for job in found:
         # A succeeded job's last error is history: --json and `jobs show` keep it.
         error = "" if job.status == "succeeded" else job.error or ""
-        table.append((job.job_id, job.event_id[:12], job.handler, job.action, job.repository,
+        table.append((job.job_id, job.event_id[:12], job.handler, job.action, job.repository or "-",
                       ",".join(job.tags) or "-", job.status, job.attempts, iso(job.updated_at),
                       error))
     _print_table(table)

@@ -50,6 +50,7 @@ __all__ = [
     "build_event",
     "event_class",
     "is_digest",
+    "parse_reference",
     "severity_rank",
     "subject",
 ]
@@ -122,7 +123,7 @@ class ScannedResource(Resource):
     """
 
     severity: str | None = None
-    counts: t.Mapping[str, int] = dataclasses.field(default_factory=dict)
+    counts: t.Mapping[str, int] = dataclasses.field(default_factory=dict, hash=False)
     total: int | None = None
     fixable: int | None = None
     scanner: str | None = None
@@ -330,12 +331,16 @@ class ArtifactOutcome:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Replication(Event):
-    """A replication task ended (Harbor 2.x fires one per task, not per execution).
+    """A replication task's status changed: Harbor 2.x fires one per task, not per
+    execution, and from 2.2 on every change (``Running`` too), not only at the end.
 
-    There is no repository: the artifacts are named in :attr:`succeeded`/:attr:`failed`.
+    There is no repository: the artifacts are named in :attr:`succeeded`/:attr:`failed`
+    (``name_tag`` reads ``api [2 item(s) in total]``).
 
-    :param status: the task's ``job_status`` (``Success``, ``Failed``, ``Stopped``...).
-    :param trigger: ``manual``, ``scheduled`` or ``event_based``.
+    :param status: the task's ``job_status``: ``Success``, ``Error``, ``Stopped`` or
+        ``Running``.
+    :param trigger: ``MANUAL``, ``SCHEDULE`` or ``EVENT`` (2.2+; ``manual``,
+        ``scheduled``, ``event_based`` in 2.0 and 2.1).
     """
 
     action = "replication"
@@ -361,9 +366,9 @@ class RetentionRule:
     """One rule of a tag retention policy."""
 
     template: str | None = None
-    params: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict)
-    tag_selectors: tuple[t.Mapping[str, t.Any], ...] = ()
-    scope_selectors: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict)
+    params: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict, hash=False)
+    tag_selectors: tuple[t.Mapping[str, t.Any], ...] = dataclasses.field(default=(), hash=False)
+    scope_selectors: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict, hash=False)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -412,6 +417,34 @@ REPOSITORY_ACTIONS: tuple[str, ...] = tuple(
 def event_class(action: str) -> type[Event]:
     """The event class for an action's name; raises KeyError for an unknown one."""
     return _CLASSES[action]
+
+
+def parse_reference(ref: str) -> tuple[str, list[str] | None, str | None]:
+    """What a reference names, as ``(namespace/name, tags, digest)``; the grammar of
+    ``receiver emit`` and the ``deliver`` fixture:
+
+    - ``NS/REPO:TAG`` and ``NS/REPO:TAG1,TAG2``: those tags;
+    - ``NS/REPO``: ``tags`` is ``None``, :func:`build_event`'s default (``latest``);
+    - ``NS/REPO@DIGEST``: by digest alone, no tag (``tags == []``);
+    - ``NS/REPO:TAG@DIGEST``: that tag, pinned to that digest.
+
+    The parts are checked by :func:`build_event`. :raises ValueError: a reference with an
+    empty part (``NS/REPO:``, ``NS/REPO@``, ``:TAG``).
+    """
+    name, at, digest = ref.partition("@")
+    if at and not digest:
+        raise ValueError(f"{ref!r} has no digest after '@'")
+    repo, sep, tags = name.rpartition(":")
+    if sep and "/" not in tags:
+        tag_list: list[str] | None = [tag for tag in tags.split(",") if tag]
+        if not tag_list:
+            raise ValueError(f"{ref!r} has no tag after ':'")
+    else:
+        repo, tag_list = name, ([] if at else None)
+    if not repo:
+        raise ValueError(f"{ref!r} must be NS/REPO, NS/REPO:TAG[,TAG...], NS/REPO@DIGEST "
+                         "or NS/REPO:TAG@DIGEST")
+    return repo, tag_list, digest or None
 
 
 def subject(event: Event) -> tuple[str, tuple[str, ...]]:
@@ -465,16 +498,22 @@ def build_event(
         ``()`` with a *digest*: one artifact pushed (pulled, scanned...) by digest, with no tag.
     :param digest: for images, the digest of every resource; a random one per resource
         when not given. Charts have none.
-    :param operator: who did it; ``""`` when not given.
+    :param operator: who did it. When not given: what Harbor 2.2 to 2.8 writes for a
+        replication (its trigger) and a tag retention run (``MANUAL``, a manual run's;
+        a scheduled run's is ``Schedule``), else ``""``.
     :param severity: scans: the highest severity found, one of :data:`SEVERITIES`
         (default: the highest of *vulnerabilities*, ``"None"`` for a clean image).
-    :param vulnerabilities: scans: how many were found per severity, ``{"High": 2}``.
+    :param vulnerabilities: scans: how many were found per severity, ``{"High": 2}``
+        (default: one at *severity*, none for ``"None"``).
     :param scanner: scans: the scanner's name (default ``Trivy`` for a completed scan).
     :param status: the outcome as the registry writes it: a scan's ``scan_status``
         (default ``Success``, ``Error`` or ``Stopped`` by action), a replication's
-        ``job_status`` (default ``Success``), a retention run's ``result`` (``SUCCESS``).
+        ``job_status`` (Harbor 2.2+: ``Success``, the default, ``Error``, ``Stopped`` or
+        ``Running``), a retention run's ``result`` (``SUCCESS``). A ``Success``
+        replication lists the artifact it copied, an ``Error`` one the artifact it failed to.
     :param details: quota events: the registry's text (a realistic one by default).
-    :param trigger: replication: ``manual`` (default), ``scheduled`` or ``event_based``.
+    :param trigger: replication: ``MANUAL`` (default), ``SCHEDULE`` or ``EVENT``, as
+        Harbor 2.2+ writes it (2.0 and 2.1: ``manual``, ``scheduled``, ``event_based``).
     :param description: replication: the policy's description.
     :param project: replication and tagRetention: the project (namespace); ``library``
         by default for tagRetention.
@@ -512,7 +551,6 @@ def build_event(
         if value is not None and (not value or not value.isprintable()):
             raise ValueError(f"{key} must be printable text, not {value!r}")
     now = (occurred_at or datetime.now(UTC)).replace(microsecond=0)
-    operator = operator or ""
 
     if action not in REPOSITORY_ACTIONS:
         if full_name is not None or digest is not None:
@@ -522,14 +560,23 @@ def build_event(
             raise ValueError(f"project {project!r} is not a valid name: lower-case letters and "
                              "digits, joined by '.', '_', '__' or '-'")
         if cls is Replication:
+            status, trigger = status or "Success", trigger or "MANUAL"
+            # Harbor 2.2+ names the task's artifact on a Success or an Error only.
+            artifact = (ArtifactOutcome(type="image", status=status,
+                                        name_tag="api [1 item(s) in total]",
+                                        references=("latest",)),)
             return Replication(
-                occurred_at=now, operator=operator, status=status or "Success",
-                trigger=trigger or "manual", description=description, artifact_type="image",
-                override=True, executed_at=now, hostname=host,
+                # Harbor up to 2.8 writes the trigger as the operator (2.9+: the user).
+                occurred_at=now, operator=trigger if operator is None else operator,
+                status=status, trigger=trigger, description=description,
+                artifact_type="image", override=True, policy_creator="admin",
+                executed_at=now, hostname=host.partition(":")[0],  # Harbor drops the port
                 source=Endpoint(registry_type="harbor", endpoint=f"https://{host}",
                                 namespace=project),
                 destination=Endpoint(registry_name="replica", registry_type="harbor",
                                      endpoint="https://replica.example.com", namespace=project),
+                succeeded=artifact if status == "Success" else (),
+                failed=artifact if status == "Error" else (),
             )
         if retained is not None and retained < 0:
             raise ValueError(f"retained must be 0 or more, not {retained}")
@@ -540,13 +587,16 @@ def build_event(
                 raise ValueError(f"deleted artifact {name_tag!r} must be written 'repo:tag'")
         kept = retained or 0
         return TagRetention(
-            occurred_at=now, operator=operator, status=status or "SUCCESS",
+            # Harbor up to 2.8 writes the run's trigger as the operator: a manual run's.
+            occurred_at=now, operator="MANUAL" if operator is None else operator,
+            status=status or "SUCCESS",
             project=project or "library", total=kept + len(deleted), retained=kept,
             hostname=host,
             deleted=tuple(ArtifactOutcome(type="image", status="SUCCESS", name_tag=n)
                           for n in deleted),
         )
 
+    operator = operator or ""
     if full_name is None:
         raise ValueError(f"{action} needs a repository, 'namespace/name'")
     if tags is None:
@@ -612,12 +662,15 @@ def build_event(
         if completed and counts and severity is not None and severity != found:
             raise ValueError(f"severity {severity!r} contradicts the vulnerabilities, whose "
                              f"highest severity is {found!r}")
+        if completed and not counts and severity not in (None, "None"):
+            counts = {severity: 1}  # a severity is that of something found
         default_status = {"scanningCompleted": "Success", "scanningFailed": "Error",
                           "scanningStopped": "Stopped"}[action]
         report: dict[str, t.Any] = {
             "severity": (severity or found) if completed else None,
             "counts": counts,
             "total": sum(counts.values()) if completed else None,
+            "fixable": 0 if completed else None,
             "scanner": scanner or ("Trivy" if completed else None),
             "status": status or default_status,
         }

@@ -12,7 +12,7 @@ import typing as t
 from urllib.parse import urlsplit
 
 from .auth import is_header_name
-from .events import ACTIONS, Event, RepositoryEvent, Resource
+from .events import ACTIONS, REPOSITORY_ACTIONS, Event, RepositoryEvent, Resource
 from .formats import FORMATS, Format
 from .matcher import PatternError, repository_fullmatch, tag_fullmatch
 
@@ -157,6 +157,9 @@ class TriggerRule:
     :param namespace: the namespace it applies to; ``None`` for every namespace.
     :param repository: a repository pattern relative to the namespace; empty matches all.
     :param tag: a tag pattern; empty matches all.
+
+    ``replication`` and ``tagRetention`` events have no repository: a rule with either
+    action and a namespace, repository or tag is refused, since it would never fire for them.
     :param headers: ``(key, value)`` pairs sent with each delivery; a key may repeat.
     :param description: free text.
     :param enabled: whether events fire it.
@@ -212,6 +215,16 @@ class TriggerRule:
                 compile_(pattern)
             except PatternError as exc:
                 raise RuleError(f"{field} pattern: {exc}") from None
+        without_repository = " and ".join(a for a in self.actions if a not in REPOSITORY_ACTIONS)
+        filters = [f for f in ("namespace", "repository", "tag") if getattr(self, f)]
+        if without_repository and filters:
+            # select_resources() would never fire the rule for them: refuse it now.
+            raise RuleError(
+                f"{', '.join(filters[:-1]) + ' and ' if len(filters) > 1 else ''}{filters[-1]}: "
+                f"{without_repository} events have no repository, so a rule with a namespace, "
+                f"repository or tag never fires for them; leave those empty, or move "
+                f"{without_repository} to a rule without them"
+            )
         object.__setattr__(
             self, "headers", tuple(check_header(str(k), v) for k, v in self.headers)
         )

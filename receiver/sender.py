@@ -128,10 +128,14 @@ class Sender:
                 out.append((rule, narrowed))
         return out
 
-    def emit(self, event: Event, format: str | None = None) -> list[Delivery]:
+    def emit(self, event: Event, format: str | None = None, *,
+             on_skip: t.Callable[[TriggerRule, str], None] | None = None) -> list[Delivery]:
         """Deliver *event* to every enabled rule it fires; returns once each delivery is final.
 
         :param format: the wire format of every delivery; default: each rule's own.
+        :param on_skip: called with the rule and the reason (``"the tcr format has no
+            replication event"``) for each matching rule that cannot carry *event*, which
+            only a hand-edited store holds; it is skipped, and logged as a warning.
         :raises ValueError: *format* is unknown or has no such event (nothing is sent).
         """
         override = wire_format(format, event) if format is not None else None
@@ -140,8 +144,11 @@ class Sender:
             fmt = override or FORMATS.get(rule.format)
             if fmt is None or not carries(fmt, event.action):
                 # Refused when the rule was made; only a hand-edited store gets here.
-                log.warning("rule %s: its format %s has no %s event; skipped", rule.name,
-                            rule.format, event.action)
+                reason = (f"its format {rule.format!r} is unknown" if fmt is None
+                          else f"the {fmt.name} format has no {event.action} event")
+                log.warning("rule %s skipped: %s", rule.name, reason)
+                if on_skip is not None:
+                    on_skip(rule, reason)
                 continue
             planned.append(_Planned(rule.name, rule.url, rule.headers, narrowed, fmt))
         return self._run(planned)

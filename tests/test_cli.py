@@ -86,3 +86,23 @@ def test_help_explains_the_command(runner: CliRunner) -> None:
     result = runner.invoke(main, ["match", "--help"])
     assert result.exit_code == 0
     assert "leading" in result.output and "receiver match --tag" in result.output
+
+
+def test_jobs_table_shows_a_dash_for_no_repository(tmp_path):
+    """Jobs of replication and tag retention events have no repository: the table shows '-'."""
+    from receiver import Handlers, create_app
+    from receiver.testing import sample
+
+    queue = f"sqlite:///{tmp_path / 'q.db'}"
+    handlers = Handlers()
+    handlers.on(["replication", "pushImage"])(lambda event: None)
+    app = create_app({"RECEIVER_QUEUE": queue, "RECEIVER_WORKERS": 0}, handlers=handlers)
+    for action in ("replication", "pushImage"):
+        body = sample(action, format="harbor")
+        assert app.test_client().post("/webhook", json=body).status_code == 202
+    result = CliRunner().invoke(main, ["jobs", "--queue", queue])
+    assert result.exit_code == 0, result.output
+    header, push, replication = (line.split() for line in result.output.splitlines())
+    assert header[3:6] == ["ACTION", "REPOSITORY", "TAGS"]
+    assert push[3:6] == ["pushImage", "prod/api", "v1.4.2"]
+    assert replication[3:7] == ["replication", "-", "-", "queued"]

@@ -37,7 +37,7 @@ FIRE = {
     "scanningStopped": ["prod/api:v1"],
     "quotaExceed": ["prod/api:v1", "--details", "adding 1 GiB will exceed the limit"],
     "quotaWarning": ["prod/api:v1", "--details", "quota usage reach 85%"],
-    "replication": ["--status", "Failed", "--trigger", "scheduled", "--project", "prod"],
+    "replication": ["--status", "Error", "--trigger", "SCHEDULE", "--project", "prod"],
     "tagRetention": ["--project", "prod", "--retained", "10", "--deleted", "api:v0.8",
                      "--deleted", "api:v0.9"],
 }
@@ -110,7 +110,10 @@ def test_what_emit_options_put_in_the_events(cli):
     assert resource["resource_url"] == f"registry.example.com/prod/api@{DIGEST}"
     assert (pull.resources[0].tag, pull.resources[0].digest, pull.tags) == (None, DIGEST, ())
     assert (replication.status, replication.trigger, replication.source.namespace) == (
-        "Failed", "scheduled", "prod")
+        "Error", "SCHEDULE", "prod")
+    assert replication.operator == "SCHEDULE"  # Harbor 2.2 to 2.8: the trigger
+    assert [(a.status, a.name_tag) for a in replication.failed] == [
+        ("Error", "api [1 item(s) in total]")] and replication.succeeded == ()
     assert (retention.project, retention.retained, retention.total) == ("prod", 10, 12)
     assert [d.name_tag for d in retention.deleted] == ["api:v0.8", "api:v0.9"]
 
@@ -144,14 +147,16 @@ def test_send_in_each_format_reaches_a_real_receiver(cli):
 
 
 def test_operator_defaults_to_the_user_and_is_always_a_string(cli, monkeypatch):
-    """Without --operator the body names the OS user; --operator '' sends an empty string."""
+    """Without --operator the body names the OS user, or for replication and retention
+    what Harbor 2.2 to 2.8 write (the trigger); --operator '' sends an empty string."""
     monkeypatch.setenv("LOGNAME", "alice")
     with Target() as target:
-        cli("send", "pushImage", "prod/api:v1", "--url", target.url)
-        cli("send", "pushImage", "prod/api:v1", "--url", target.url, "--operator", "")
-        cli("send", "tagRetention", "--url", target.url, "--format", "harbor")
+        for args in (["pushImage", "prod/api:v1"], ["pushImage", "prod/api:v1", "--operator", ""],
+                     ["tagRetention"], ["replication"], ["replication", "--trigger", "EVENT"],
+                     ["replication", "--trigger", "EVENT", "--operator", "alice"]):
+            assert cli("send", *args, "--url", target.url, "--format", "harbor")[0] == 0
         bodies = target.bodies()
-    assert [b["operator"] for b in bodies] == ["alice", "", "alice"]
+    assert [b["operator"] for b in bodies] == ["alice", "", "MANUAL", "MANUAL", "EVENT", "alice"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -163,7 +168,7 @@ def test_operator_defaults_to_the_user_and_is_always_a_string(cli, monkeypatch):
       id="replication-with-ref"),
     R(["emit", "tagRetention", "--digest", DIGEST], "error: tagRetention has no repository, so no --digest",
       id="retention-with-digest"),
-    R(["emit", "pushImage"], "error: pushImage needs what it is about: NS/REPO:TAG or NS/REPO@DIGEST",
+    R(["emit", "pushImage"], "error: pushImage needs what it is about: NS/REPO[:TAG] or NS/REPO@DIGEST",
       id="push-without-ref"),
     R(["emit", "pushImage", "prod/api:v1", "--severity", "High"],
       "error: severity is only for scanningCompleted, scanningFailed, scanningStopped, not pushImage",
@@ -189,6 +194,13 @@ def test_operator_defaults_to_the_user_and_is_always_a_string(cli, monkeypatch):
       "error: the tcr format has no replication event", id="rule-replication-in-tcr"),
     R(["rules", "update", "dup", "--format", "cloudevents"],
       "error: the cloudevents format has no uploadChart, deleteChart events", id="update-format-cannot-carry"),
+    R(["rules", "create", "x", "--url", "http://h/", "--format", "harbor", "--action", "replication",
+       "--namespace", "prod"],
+      "error: namespace: replication events have no repository, so a rule with a namespace, "
+      "repository or tag never fires for them", id="replication-rule-with-namespace"),
+    R(["rules", "create", "x", "--url", "http://h/", "--format", "harbor", "--action", "pushImage",
+       "--action", "tagRetention", "--repository", "/app*", "--tag", "v*"],
+      "error: repository and tag: tagRetention events have no repository", id="retention-rule-with-patterns"),
 ])
 def test_impossible_combinations_are_one_line_and_exit_2(cli, args, message):
     """A format that has no such event, an option the action has not, or a malformed REF:
@@ -286,11 +298,11 @@ def test_validate_bad_unknown_and_undecodable_files(cli, tmp_path):
     assert out.splitlines() == [
         (f"{files[0]}: invalid: occur_at: Missing data for required field.; "
          "event_data.resources[0].digest: Not a valid digest: expected 'sha256:' and 64 "
-         "lower-case hex digits (or 'sha512:' and 128)."),
+         "lower-case hex digits (or 'sha512:' and 128, or 'blake3:' and 64)."),
         f"{files[1]}: ignored: unknown type 'ARTIFACT_LABELED'",
         f"{files[2]}: invalid: body is not UTF-8 (invalid byte at offset 19)",
         f"{files[3]}: invalid: body is not valid JSON: Expecting value: line 1 column 10 (char 9)",
-        f"{files[4]}: invalid: Invalid input type.",
+        f"{files[4]}: invalid: The body must be a JSON object.",
         f"{files[5]}: ok pushImage prod/api tags=v1.4.2 (harbor)",
     ]
 
@@ -307,22 +319,33 @@ def test_validate_strict_reports_unknown_keys(cli, tmp_path):
                                "unknown key extra\n"))
     [row] = json.loads(cli("validate", path, "--strict", "--json")[1])
     assert row == {"file": path, "ok": False, "status": "invalid", "format": "harbor",
-                   "action": "pushImage", "repository": "prod/api", "tags": ["v1.4.2"],
+                   "type": "PUSH_ARTIFACT", "action": "pushImage", "repository": "prod/api",
+                   "tags": ["v1.4.2"],
                    "errors": [], "unknown_keys": ["event_data.resources[0].size", "extra"]}
 
 
 def test_validate_json_and_format(cli, tmp_path):
-    """--json prints one object per file; --format accepts that format only."""
+    """--json prints one object per file, with the body's own type; an ignored body has no
+    action, since the receiver runs none; --format accepts that format only."""
     path = write(tmp_path / "push.json", harbor_push())
     new = write(tmp_path / "new.json", {"type": "tagAdded"})
-    code, out, _ = cli("validate", path, new, "--json")
+    bad = write(tmp_path / "bad.json", {"type": "QUOTA_WARNING", "occur_at": 1})
+    ce = str(SAMPLES / "cloudevents" / "replication.json")
+    code, out, _ = cli("validate", path, new, bad, ce, write(tmp_path / "list.json", []), "--json")
     assert code == 1
-    assert json.loads(out) == [
-        {"file": path, "ok": True, "status": "ok", "format": "harbor", "action": "pushImage",
-         "repository": "prod/api", "tags": ["v1.4.2"], "errors": [], "unknown_keys": None},
-        {"file": new, "ok": False, "status": "ignored", "format": "tcr", "action": "tagAdded",
-         "repository": None, "tags": [], "errors": ["unknown type 'tagAdded'"], "unknown_keys": None},
+    rows = json.loads(out)
+    assert rows[:2] == [
+        {"file": path, "ok": True, "status": "ok", "format": "harbor", "type": "PUSH_ARTIFACT",
+         "action": "pushImage", "repository": "prod/api", "tags": ["v1.4.2"], "errors": [],
+         "unknown_keys": None},
+        {"file": new, "ok": False, "status": "ignored", "format": "tcr", "type": "tagAdded",
+         "action": None, "repository": None, "tags": [], "errors": ["unknown type 'tagAdded'"],
+         "unknown_keys": None},
     ]
+    assert [(r["status"], r["type"], r["action"]) for r in rows[2:]] == [
+        ("invalid", "QUOTA_WARNING", "quotaWarning"),
+        ("ok", "harbor.replication.status.changed", "replication"),
+        ("invalid", None, None)]
     code, out, _ = cli("validate", path, "--format", "tcr")
     assert code == 1 and out.startswith(f"{path}: invalid: type: Must be one of: pushImage,")
     assert cli("validate", path, "--format", "harbor")[0] == 0
@@ -388,3 +411,116 @@ def test_schema_is_draft_2020_12_and_accepts_what_emit_sends(cli):
         Draft202012Validator(schemas[fmt]).validate(body)
         others = [f for f in FORMATS if f != fmt]
         assert not any(Draft202012Validator(schemas[f]).is_valid(body) for f in others), (fmt, body)
+
+
+# --- realistic bodies ---------------------------------------------------------------------
+
+def test_replication_bodies_are_harbor_2_2s(cli):
+    """A replication body has Harbor 2.2+'s values: trigger MANUAL by default and as the
+    operator, the hostname without its port, and the task's artifact under
+    successful_artifact for a Success, failed_artifact for an Error, neither while Running."""
+    with Target() as target:
+        for status in ("Success", "Error", "Running"):
+            code, _, err = cli("send", "replication", "--url", target.url, "--format", "harbor",
+                               "--status", status, "--project", "prod",
+                               "--host", "harbor.example.com:8443")
+            assert (code, err) == (0, ""), status
+        bodies = target.bodies()
+    sample = json.loads((SAMPLES / "harbor" / "replication.json").read_text())
+    for body in bodies:
+        assert (body["type"], body["operator"]) == ("REPLICATION", "MANUAL")
+        replication = body["event_data"]["replication"]
+        assert replication["trigger_type"] == "MANUAL"
+        assert replication["harbor_hostname"] == "harbor.example.com"
+        assert replication["src_resource"]["endpoint"] == "https://harbor.example.com:8443"
+        # Every key is one Harbor writes: the sample's, or failed_artifact for an Error.
+        assert set(replication) <= {*sample["event_data"]["replication"], "failed_artifact"}
+    success, error, running = (b["event_data"]["replication"] for b in bodies)
+    [copied] = success["successful_artifact"]
+    assert (copied["type"], copied["status"], copied["name_tag"]) == (
+        "image", "Success", "api [1 item(s) in total]")
+    assert "failed_artifact" not in success
+    [failed] = error["failed_artifact"]
+    assert (failed["status"], failed["name_tag"]) == ("Error", "api [1 item(s) in total]")
+    assert "successful_artifact" not in error
+    assert "successful_artifact" not in running and "failed_artifact" not in running
+    assert running["job_status"] == "Running"
+
+
+def test_a_severity_alone_is_one_finding_at_that_severity(cli):
+    """--severity High without --vulnerabilities reports one High vulnerability, never a
+    High scan that found nothing; --severity None reports none."""
+    with Target() as target:
+        for severity in ("High", "None"):
+            assert cli("send", "scanningCompleted", "prod/api:v1", "--url", target.url,
+                       "--format", "harbor", "--severity", severity)[0] == 0
+        bodies = target.bodies()
+    reports = [next(iter(b["event_data"]["resources"][0]["scan_overview"].values()))
+               for b in bodies]
+    assert [(r["severity"], r["summary"]["total"], r["summary"]["summary"]) for r in reports] == [
+        ("High", 1, {"High": 1}), ("None", 0, {})]
+    events = [load_event(b) for b in bodies]
+    assert [(e.severity, e.resources[0].total) for e in events] == [("High", 1), ("None", 0)]
+
+
+def test_rules_for_replication_refuse_filters_when_updated_too(cli):
+    """A filter added to a replication rule, or replication added to a filtered rule, is
+    refused in one line: those events have no repository, so the rule would never fire."""
+    assert cli("rules", "create", "dr", "--url", "http://h/", "--format", "harbor",
+               "--action", "replication")[0] == 0
+    assert cli("rules", "create", "deploy", "--url", "http://h/", "--format", "harbor",
+               "--namespace", "prod")[0] == 0
+    for args, message in (
+        (["dr", "--tag", "v*"], "error: tag: replication events have no repository"),
+        (["deploy", "--action", "pushImage", "--action", "tagRetention"],
+         "error: namespace: tagRetention events have no repository"),
+    ):
+        code, out, err = cli("rules", "update", *args)
+        assert (code, out) == (2, "")
+        assert err.startswith(message) and len(err.splitlines()) == 1, err
+    assert cli("rules", "update", "deploy", "--namespace", "", "--action", "tagRetention")[0] == 0
+    assert json.loads(cli("rules", "show", "deploy", "--json")[1])["namespace"] is None
+
+
+def test_emit_says_which_rule_it_skipped(cli, tmp_path):
+    """A hand-edited rule whose format cannot carry the event is skipped with one line on
+    stderr naming it and why, and the other rules still get their deliveries."""
+    with Target() as target:
+        for name in ("edited", "fine"):
+            cli("rules", "create", name, "--url", target.url, "--format", "harbor",
+                "--action", "replication")
+        with sqlite3.connect(tmp_path / "r.db") as conn:
+            conn.execute("UPDATE rules SET format = 'tcr' WHERE name = 'edited'")
+        conn.close()
+        code, out, err = cli("emit", "replication")
+        assert len(target.requests) == 1
+    assert code == 0
+    assert err == "rule edited skipped: the tcr format has no replication event\n"
+    assert out.startswith("task 1  rule fine  success")
+    with sqlite3.connect(tmp_path / "r.db") as conn:
+        conn.execute("DELETE FROM rules WHERE name = 'fine'")
+    conn.close()
+    assert cli("emit", "replication")[:3] == (
+        0, "", "rule edited skipped: the tcr format has no replication event\n")
+
+
+@pytest.mark.parametrize("action, details, cls", [
+    R("quotaExceed", "quota usage reach 85%: x", "QuotaExceeded", id="exceed-with-warning-text"),
+    R("quotaWarning", "adding 1 GiB of storage resource, which when updated to current usage of "
+      "9.5 GiB will exceed the configured upper limit of 10 GiB.", "QuotaWarning",
+      id="warning-with-exceed-text"),
+])
+def test_a_tcr_quota_event_reads_back_as_the_action_sent(cli, action, details, cls):
+    """TCR has one quota type, projectQuota, told apart by its text: whatever --details
+    says, a real receiver gets the action that was sent."""
+    from receiver import Handlers
+
+    handlers, seen = Handlers(), []
+    handlers.on(["quotaExceed", "quotaWarning"])(seen.append)
+    with serve(create_app({"RECEIVER_QUEUE": "sync"}, handlers=handlers)) as url:
+        code, _, err = cli("send", action, "prod/api:v1", "--format", "tcr", "--details", details,
+                           "--url", url)
+    assert (code, err) == (0, "")
+    [event] = seen
+    assert (type(event).__name__, event.action, event.format) == (cls, action, "tcr")
+    assert event.tags == ("v1",)

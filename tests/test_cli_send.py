@@ -77,7 +77,10 @@ def test_rules_lifecycle(cli):
     R(["rules", "delete", "nope"], "error: no rule named 'nope'", id="delete-unknown"),
     R(["redeliver", "999"], "error: no delivery with task id 999", id="unknown-task"),
     R(["emit", "push", "a/b:c"], "error: receiver emit: Invalid value for 'ACTION'", id="emit-bad-action"),
-    R(["emit", "pushImage", "ab"], "error: 'ab' must be NS/REPO:TAG", id="emit-bad-ref"),
+    R(["emit", "pushImage", "ab"], "error: repository must be 'namespace/name', got 'ab'", id="emit-bad-ref"),
+    R(["emit", "pushImage", "prod/api:"], "error: 'prod/api:' has no tag after ':'", id="emit-empty-tag"),
+    R(["emit", "pushImage", ":v1"], "error: ':v1' must be NS/REPO, NS/REPO:TAG[,TAG...], NS/REPO@DIGEST",
+      id="emit-no-repository"),
     R(["emit", "pushImage", "a/b:v1", "--digest", "sha256:1"], "error: digest 'sha256:1' must be", id="bad-digest"),
     R(["emit", "uploadChart", "a/b:1.0", "--digest", "sha256:" + "a" * 64], "error: charts have no digest",
       id="chart-digest"),
@@ -202,3 +205,36 @@ def test_interrupting_emit_leaves_no_pending_row(tmp_path, sig, code, message):
                           capture_output=True, text=True, check=True)
     rows = json.loads(logs.stdout)
     assert [(r["status"], r["error"]) for r in rows] == [("failed", "interrupted before a final answer")] * 2
+
+
+def test_a_ref_without_a_tag_means_latest(cli):
+    """`emit pushImage prod/api` fires for the tag latest, as deliver("pushImage", "prod/api")
+    does; a digest with it pins latest to that digest."""
+    digest = "sha256:" + "7" * 64
+    with Target() as target:
+        cli("rules", "create", "r", "--url", target.url)
+        assert cli("emit", "pushImage", "prod/api")[0] == 0
+        assert cli("emit", "pushImage", "prod/api", "--digest", digest)[0] == 0
+        code, _, err = cli("emit", "pushImage", f"prod/api:v1@{digest}", "--digest", digest)
+        assert (code, err) == (2, "error: give the digest once: in NS/REPO@DIGEST or with --digest\n")
+        bodies = target.bodies()
+    assert [[(r["tag"], r["resource_url"]) for r in b["event_data"]["resources"]] for b in bodies] == [
+        [("latest", "registry.example.com/prod/api:latest")]] * 2
+    assert bodies[1]["event_data"]["resources"][0]["digest"] == digest
+    [row, _] = json.loads(cli("logs", "--json")[1])
+    assert (row["repository"], row["tags"]) == ("prod/api", ["latest"])
+
+
+def test_the_help_shows_harbors_auth_header_with_harbor_formats(cli):
+    """Wherever --help pairs --format harbor or cloudevents with a header, the header is
+    Harbor's only one, Authorization."""
+    for command in (["rules", "create"], ["emit"], ["send"]):
+        code, out, _ = cli(*command, "--help")
+        assert code == 0
+        text = " ".join(out.split())
+        for fmt in ("harbor", "cloudevents"):
+            assert f"'Authentication: s3cret' --format {fmt}" not in text, command
+    assert "--header 'Authorization: Bearer s3cret' --format harbor" in " ".join(
+        cli("rules", "create", "--help")[1].split())
+    assert "--header 'Authorization: Bearer s3cret' --format cloudevents" in " ".join(
+        cli("send", "--help")[1].split())

@@ -105,13 +105,15 @@ DIGEST = "sha256:" + "d" * 64
 
 
 def test_build_event_makes_every_action():
-    """build_event makes each of the 13 actions, as its own class, with a string operator."""
+    """build_event makes each of the 13 actions, as its own class, with a string operator:
+    empty, but for replication and retention what Harbor 2.2 to 2.8 write (the trigger)."""
     from receiver.events import REPOSITORY_ACTIONS
 
     for action in ACTIONS:
         name = "prod/api" if action in REPOSITORY_ACTIONS else None
         event = build_event(action, name, ["v1"] if name else None)
-        assert type(event) is event_class(action) and event.operator == ""
+        assert type(event) is event_class(action)
+        assert event.operator == ("" if name else "MANUAL"), action
 
 
 def test_an_artifact_by_digest_has_no_tag():
@@ -136,6 +138,11 @@ def test_scan_events_carry_their_report():
     assert (r.severity, dict(r.counts), r.total, r.scanner, r.status) == (
         "High", {"Low": 5, "High": 2}, 7, "Trivy", "Success")
     assert build_event("scanningCompleted", "prod/api", ["v1"]).resources[0].severity == "None"
+    # A severity without counts is one finding at that severity, not a High scan of nothing.
+    [high] = build_event("scanningCompleted", "prod/api", ["v1"], severity="High").resources
+    assert (high.severity, dict(high.counts), high.total, high.fixable) == ("High", {"High": 1}, 1, 0)
+    [clean] = build_event("scanningCompleted", "prod/api", ["v1"], severity="None").resources
+    assert (clean.severity, dict(clean.counts), clean.total) == ("None", {}, 0)
     failed = build_event("scanningFailed", "prod/api", ["v1"]).resources[0]
     assert (failed.severity, failed.status) == (None, "Error")
     assert build_event("scanningStopped", "prod/api", ["v1"]).resources[0].status == "Stopped"
@@ -150,10 +157,10 @@ def test_quota_events_have_details_and_no_url():
 
 def test_replication_and_retention_have_no_repository():
     """Replication and tag retention are built from their own options, with no repository."""
-    rep = build_event("replication", status="Failed", trigger="scheduled", project="prod",
+    rep = build_event("replication", status="Error", trigger="SCHEDULE", project="prod",
                       operator="admin")
     assert (rep.status, rep.trigger, rep.source.namespace, rep.operator) == (
-        "Failed", "scheduled", "prod", "admin")
+        "Error", "SCHEDULE", "prod", "admin")
     ret = build_event("tagRetention", project="prod", retained=3, deleted=["api:v1", "api:v2"])
     assert (ret.project, ret.total, ret.retained, ret.status) == ("prod", 5, 3, "SUCCESS")
     assert [d.name_tag for d in ret.deleted] == ["api:v1", "api:v2"]
@@ -182,3 +189,30 @@ def test_build_event_refuses_options_the_action_has_not(action, name, kwargs, me
     """An option the action does not have, or a value out of its range, is a ValueError."""
     with pytest.raises(ValueError, match=message):
         build_event(action, name, **kwargs)
+
+
+def test_replication_is_built_as_harbor_2_2_to_2_8_sends_it():
+    """Defaults are Harbor 2.2+'s: trigger MANUAL, which is also the operator (up to 2.8);
+    a Success lists the copied artifact, an Error the failed one, other statuses neither;
+    the hostname drops the port, as Harbor does."""
+    from receiver.events import ArtifactOutcome
+
+    rep = build_event("replication", host="harbor.example.com:8443", project="prod")
+    assert (rep.status, rep.trigger, rep.operator, rep.hostname) == (
+        "Success", "MANUAL", "MANUAL", "harbor.example.com")
+    artifact = ArtifactOutcome(type="image", status="Success", name_tag="api [1 item(s) in total]",
+                               references=("latest",))
+    assert (rep.succeeded, rep.failed) == ((artifact,), ())
+    error = build_event("replication", status="Error", trigger="EVENT")
+    assert error.operator == "EVENT" and error.succeeded == ()
+    assert [(a.status, a.name_tag) for a in error.failed] == [("Error", "api [1 item(s) in total]")]
+    for status in ("Running", "Stopped"):
+        assert build_event("replication", status=status).succeeded == ()
+        assert build_event("replication", status=status).failed == ()
+    assert build_event("replication", operator="").operator == ""
+
+
+def test_retention_operator_is_a_manual_runs():
+    """Harbor 2.2 to 2.8 write a manual retention run's trigger, MANUAL, as the operator."""
+    assert build_event("tagRetention").operator == "MANUAL"
+    assert build_event("tagRetention", operator="Schedule").operator == "Schedule"

@@ -178,10 +178,30 @@ def test_changing_the_format_checks_the_actions_again():
 
 
 def test_events_without_a_repository_fire_only_unfiltered_rules():
-    """Replication has no namespace or repository: a rule filtering on them never fires."""
+    """Replication has no namespace or repository: an unfiltered rule fires for it."""
     from receiver.events import build_event
 
     event = build_event("replication")
     assert TriggerRule("r", URL, actions=("replication",), format="harbor").matches(event)
-    assert not TriggerRule("r", URL, actions=("replication",), format="harbor",
-                           namespace="prod").matches(event)
+    assert TriggerRule("r", URL, actions=("replication", "pushImage"), format="harbor",
+                       namespace="", repository="", tag="").matches(event)
+
+
+@pytest.mark.parametrize("actions, fields, message", [
+    R(("replication",), {"namespace": "prod"}, "namespace: replication events have no repository",
+      id="replication-namespace"),
+    R(("pushImage", "tagRetention"), {"tag": "v*"}, "tag: tagRetention events have no repository",
+      id="retention-tag"),
+    R(("replication", "tagRetention"), {"namespace": "prod", "repository": "/app*", "tag": "v*"},
+      "namespace, repository and tag: replication and tagRetention events have no repository, "
+      "so a rule with a namespace, repository or tag never fires for them; leave those empty, "
+      "or move replication and tagRetention to a rule without them", id="all-three"),
+])
+def test_a_filter_on_events_without_a_repository_is_refused(actions, fields, message):
+    """A rule that could never fire for some of its actions is refused when it is made or
+    changed, so no Python user keeps a replication rule that stays silent."""
+    with pytest.raises(RuleError, match=f"^{message}"):
+        TriggerRule("r", URL, actions=actions, format="harbor", **fields)
+    rule = TriggerRule("r", URL, actions=("pushImage",), format="harbor", **fields)
+    with pytest.raises(RuleError, match=f"^{message}"):
+        rule.replace(actions=actions)

@@ -227,3 +227,24 @@ def test_redelivering_a_cloudevent_keeps_its_content_type(store):
         s.redeliver(first.task_id)
     assert [h["Content-Type"] for h, _, _ in target.requests] == ["application/cloudevents+json"] * 2
     assert target.requests[0][2] == target.requests[1][2]  # the same CloudEvents id, too
+
+
+def test_a_rule_that_cannot_carry_the_event_is_skipped_and_reported(store, caplog):
+    """A rule from a hand-edited store whose format has no such event gets no delivery;
+    on_skip hears of it with the reason, and a warning is logged."""
+    import logging
+    import sqlite3
+
+    with Target() as target:
+        for name in ("edited", "fine"):
+            store.add_rule(TriggerRule(name, target.url, actions=("replication",), format="harbor"))
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("UPDATE rules SET format = 'tcr' WHERE name = 'edited'")
+        conn.close()
+        skipped = []
+        with caplog.at_level(logging.WARNING, "receiver.sender"):
+            deliveries = sender(store).emit(make_event("replication"),
+                                            on_skip=lambda rule, why: skipped.append((rule.name, why)))
+    assert [d.rule for d in deliveries] == ["fine"] and len(target.requests) == 1
+    assert skipped == [("edited", "the tcr format has no replication event")]
+    assert "rule edited skipped: the tcr format has no replication event" in caplog.text
