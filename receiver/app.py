@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from . import signals
 from .auth import AuthConfigError, HeaderAuth, parse_auth_headers
 from .blueprint import bp
-from .dispatch import Handlers, scope
+from .dispatch import Handlers
 from .events import RepositoryEvent
 from .jobs import Queue, QueueError, QueueUnavailable, open_queue
 from .jobs.worker import Pool
@@ -66,6 +66,7 @@ class ReceiverState:
     #: Seconds during which the same event id is a duplicate.
     window: float = 86400.0
     #: The app's own handlers; ``None``: the process-wide ones registered with ``on()``.
+    #: The one place an app's registry is kept: :mod:`receiver.dispatch` reads it here.
     handlers: Handlers | None = None
 
 
@@ -94,6 +95,9 @@ class Receiver:
         max_body: int | None = None,
         handlers: Handlers | None = None,
     ) -> None:
+        if handlers is not None and not isinstance(handlers, Handlers):
+            raise TypeError(f"handlers= takes a receiver.Handlers registry, not "
+                            f"{type(handlers).__name__}")
         self.path = path
         self.auth_headers = auth_headers
         self.max_body = max_body
@@ -110,7 +114,7 @@ class Receiver:
             max_body=self.max_body,
         )
         if self.handlers is not None:
-            scope(app, self.handlers)  # before any worker thread can look a handler up
+            # Set before any worker thread starts and looks a handler up.
             state = dataclasses.replace(state, handlers=self.handlers)
         if state.queue is not None:
             from .runner import make_pool
@@ -221,12 +225,18 @@ def _in_gunicorn_master() -> bool:
     return False
 
 
-def load_config(config: t.Mapping[str, t.Any] | None = None) -> dict[str, t.Any]:
+def load_config(config: t.Mapping[str, t.Any] | None = None, *,
+                env: bool = True) -> dict[str, t.Any]:
     """``RECEIVER_*`` environment variables (values parsed as JSON where they are JSON,
-    as Flask's ``from_prefixed_env`` does), overridden by *config*."""
-    env = Config("")
-    env.from_prefixed_env("RECEIVER")
-    out = {f"RECEIVER_{key}": value for key, value in env.items()}
+    as Flask's ``from_prefixed_env`` does), overridden by *config*.
+
+    :param env: ``False``: *config* alone; the environment is not read.
+    """
+    out: dict[str, t.Any] = {}
+    if env:
+        variables = Config("")
+        variables.from_prefixed_env("RECEIVER")
+        out = {f"RECEIVER_{key}": value for key, value in variables.items()}
     out.update(config or {})
     return out
 
@@ -279,7 +289,8 @@ def log_event(sender: t.Any, event: t.Any, **extra: t.Any) -> None:
         log.info(
             "event %s %s tag=%s digest=%s url=%s operator=%s",
             event.action, printable(event.repository.full_name), printable(resource.tag or "-"),
-            resource.digest or "-", printable(resource.url or "-"), printable(event.operator or "-"),
+            printable(resource.digest or "-"), printable(resource.url or "-"),
+            printable(event.operator or "-"),
         )
 
 
@@ -318,7 +329,7 @@ def _describe_error(exc: BaseException) -> str:
 
 
 def create_app(config: t.Mapping[str, t.Any] | None = None, *,
-               handlers: Handlers | None = None) -> Flask:
+               handlers: Handlers | None = None, env: bool = True) -> Flask:
     """The receiver as a Flask app, configured from ``RECEIVER_*`` and then *config*.
 
     Imports the ``RECEIVER_HANDLERS`` modules (with none, every event is logged), mounts the
@@ -327,13 +338,16 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *,
     :param handlers: a :class:`~receiver.dispatch.Handlers` registry: the app runs its
         handlers only, not those registered with ``on()`` (nor another app's). Default: the
         process-wide ``on()`` handlers, from the ``RECEIVER_HANDLERS`` modules and any other.
+    :param env: ``False``: *config* alone configures the app, and the ``RECEIVER_*``
+        environment variables are not read (the pytest plugin's ``receiver_app``: a test
+        must not depend on the shell that runs it). Settings left out take their defaults.
 
     :raises ConfigError: a setting is wrong or a handler module fails to import. Called by
         gunicorn as ``receiver:create_app()``, it prints that one line and exits with
         status 3 instead, which stops gunicorn rather than restarting workers forever.
     """
     try:
-        return _create_app(config, handlers)
+        return _create_app(config, handlers, env)
     except ConfigError as exc:
         caller = sys._getframe(1).f_globals.get("__name__", "")
         if caller.startswith("gunicorn."):
@@ -342,9 +356,10 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *,
         raise
 
 
-def _create_app(config: t.Mapping[str, t.Any] | None, handlers: Handlers | None) -> Flask:
+def _create_app(config: t.Mapping[str, t.Any] | None, handlers: Handlers | None,
+                env: bool) -> Flask:
     app = Flask("receiver")
-    app.config.update(load_config(config))
+    app.config.update(load_config(config, env=env))
     configure_logging(app.config.get("RECEIVER_LOG_LEVEL"))
     if handlers is not None and app.config.get("RECEIVER_HANDLERS"):
         raise ConfigError(

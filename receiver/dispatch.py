@@ -2,8 +2,9 @@
 
 ``on()`` is sugar over :mod:`receiver.signals`: it connects a filtering wrapper to the
 action's signal, for every app of the process. A :class:`Handlers` registry holds handlers of
-its own instead, for the apps it is given to (:func:`scope`); :func:`isolated_handlers` undoes
-the ``on()`` registrations made inside a block. :func:`matching_handlers` says which receivers
+its own instead, for the apps it is given to (an app's registry is its receiver state's
+``handlers``, in ``app.extensions["receiver"]``); :func:`isolated_handlers` undoes the
+``on()`` registrations made inside a block. :func:`matching_handlers` says which receivers
 an event is for (the jobs the queue makes); :func:`call_handler` runs one; :func:`dispatch`
 runs them all in the request (``sync`` mode), one by one, so one that raises does not stop
 the others. Nothing here knows about HTTP or the queue.
@@ -38,7 +39,6 @@ __all__ = [
     "matching_handlers",
     "off",
     "on",
-    "scope",
     "send_isolated",
 ]
 
@@ -240,6 +240,26 @@ def isolated_handlers() -> t.Iterator[None]:
             _unregister(handler)
 
 
+@contextlib.contextmanager
+def _lasting() -> t.Iterator[None]:
+    """Registrations made inside this block stay when the open :func:`isolated_handlers`
+    blocks end: the pytest plugin creates ``receiver_app`` (which imports the
+    ``RECEIVER_HANDLERS`` modules, once per process) in it."""
+    open_blocks = _recordings[:]
+    _recordings.clear()
+    try:
+        yield
+    finally:
+        _recordings[:] = open_blocks + _recordings
+
+
+def _forget_all() -> None:
+    """Remove every registration made with :func:`on` (the pytest plugin's clean-up after a
+    test in which the receiver was imported for the first time: all were made in it)."""
+    for fn in list(_registered):
+        off(fn)
+
+
 class Handlers:
     """A registry of handlers for the apps created with it, apart from every other app.
 
@@ -292,26 +312,17 @@ class Handlers:
         return f"<Handlers {[h.name for h in self._handlers]}>"
 
 
-#: The apps (senders) that have their own registry.
-_scopes: weakref.WeakKeyDictionary[t.Any, Handlers] = weakref.WeakKeyDictionary()
 #: A sender no receiver is connected for: its receivers are those connected for any sender.
 _NOBODY = object()
 
 
-def scope(sender: t.Any, handlers: Handlers) -> None:
-    """Make *handlers* the handlers of the events that *sender* (an app) dispatches, in place
-    of the process-wide ones (see :class:`Handlers`). ``create_app(handlers=...)`` calls it."""
-    if not isinstance(handlers, Handlers):
-        raise TypeError(f"handlers= takes a receiver.Handlers registry, not "
-                        f"{type(handlers).__name__}")
-    _scopes[sender] = handlers
-
-
 def _registry_of(sender: t.Any) -> Handlers | None:
-    try:
-        return _scopes.get(sender)
-    except TypeError:  # a sender that cannot be weakly referenced has no registry
-        return None
+    """The registry *sender* (a Flask app) was given, in its receiver state
+    (``app.extensions["receiver"].handlers``); ``None`` for any other sender."""
+    extensions = getattr(sender, "extensions", None)
+    state = extensions.get("receiver") if isinstance(extensions, dict) else None
+    registry = getattr(state, "handlers", None)
+    return registry if isinstance(registry, Handlers) else None
 
 
 def handlers_for(sender: t.Any, action: str) -> list[t.Any]:

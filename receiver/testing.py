@@ -35,6 +35,7 @@ if t.TYPE_CHECKING:
 __all__ = [
     "build_event",
     "capture_events",
+    "default_format",
     "isolated_handlers",
     "make_body",
     "make_event",
@@ -50,20 +51,29 @@ def make_event(action: str = "pushImage", full_name: str | None = "public/nginx"
     """A realistic event, with the ``format`` and ``id`` the receiver would give its body;
     see :func:`receiver.events.build_event` for the keywords.
 
-    :param format: the format it comes in; default ``tcr``, or ``harbor`` for the actions
-        TCR has not (``replication``...). ``replication`` and ``tagRetention`` take no
-        repository or tags.
+    :param format: the format it comes in; default :func:`default_format`: ``tcr``, or
+        ``harbor`` for the actions TCR has not (``replication``...). ``replication`` and
+        ``tagRetention`` take no repository or tags.
     """
     from .events import REPOSITORY_ACTIONS
-    from .formats import FORMATS
 
     if action not in REPOSITORY_ACTIONS:
         full_name = tags = None
     if format is None:
-        format = "tcr" if action in FORMATS["tcr"].types.values() or action == "quotaWarning" \
-            else "harbor"
+        format = default_format(action)
     event = dataclasses.replace(build_event(action, full_name, tags, **kwargs), format=format)
     return dataclasses.replace(event, id=event_id(dump_event(event)))
+
+
+def default_format(action: str) -> str:
+    """The format :func:`make_event`, :func:`make_body` and the ``deliver`` fixture build
+    *action* in when none is given: ``tcr`` when the tcr format carries the action
+    (``quotaWarning`` included: TCR sends it as a ``projectQuota`` whose text reads as a
+    warning), else ``harbor``."""
+    from .formats import FORMATS
+
+    tcr = FORMATS["tcr"]
+    return "tcr" if action in tcr.types.values() or action == "quotaWarning" else "harbor"
 
 
 def run_jobs(app: Flask, limit: int | None = None) -> list[Job]:
@@ -84,13 +94,16 @@ def run_jobs(app: Flask, limit: int | None = None) -> list[Job]:
 
 
 def make_body(action: str = "pushImage", full_name: str | None = "public/nginx",
-              tags: t.Sequence[str] | None = ("v1.0.0",), *, format: str = "tcr",
+              tags: t.Sequence[str] | None = ("v1.0.0",), *, format: str | None = None,
               **kwargs: t.Any) -> dict[str, t.Any]:
     """The JSON body the registry would POST for such an event.
 
     :param format: ``"tcr"``, ``"harbor"`` or ``"cloudevents"``; ValueError if that format
-        has no such event.
+        has no such event. Default :func:`default_format`: ``tcr``, or ``harbor`` for the
+        actions TCR has not, as :func:`make_event`.
     """
+    if format is None:
+        format = default_format(action)
     return dump_event(build_event(action, full_name, tags, **kwargs), format)
 
 

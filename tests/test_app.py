@@ -34,6 +34,19 @@ def test_config_mapping_overrides_the_environment(monkeypatch):
     assert client.post("/from-config").status_code == 200
 
 
+def test_env_false_reads_the_config_alone(monkeypatch):
+    """create_app(config, env=False): RECEIVER_* variables are not read, not even to be
+    refused (the pytest plugin's receiver_app is made so)."""
+    monkeypatch.setenv("RECEIVER_PATH", "/from-env")
+    monkeypatch.setenv("RECEIVER_HANDLERS", "no_such_module_xyz")
+    monkeypatch.setenv("RECEIVER_MAX_BODY", "lots")
+    client = create_app({"RECEIVER_QUEUE": "sync"}, env=False).test_client()
+    assert client.post("/from-env", json=make_body()).status_code == 404
+    assert client.post("/webhook", json=make_body()).status_code == 200
+    with pytest.raises(ConfigError, match="cannot import 'no_such_module_xyz'"):
+        create_app({"RECEIVER_QUEUE": "sync"})
+
+
 def test_handler_modules_are_imported(monkeypatch, tmp_path):
     """RECEIVER_HANDLERS imports each module, so their on() registrations take effect."""
     (tmp_path / "my_handlers_a.py").write_text(

@@ -124,6 +124,7 @@ def test_the_extension_takes_handlers_too():
     app.config["RECEIVER_QUEUE"] = "sync"
     Receiver(app, handlers=handlers)
 
+    assert app.extensions["receiver"].handlers is handlers  # the app's state, and only there
     assert post(app).get_json()["handlers"] == 1
     assert len(seen) == 1
 
