@@ -802,7 +802,7 @@ def _check(name: str, raw: bytes, format_: str, strict: bool) -> _Verdict:
 
 def _read(name: str) -> bytes:
     if name == "-":
-        return click.get_binary_stream("stdin").read()
+        return sys.stdin.buffer.read()
     try:
         with open(name, "rb") as f:
             return f.read()
