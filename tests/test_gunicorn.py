@@ -152,7 +152,10 @@ def fake_program(bin_dir: pathlib.Path, name: str, script: str) -> None:
 def test_example_deploy_on_push_runs_kubectl(tmp_path):
     """examples/deploy_on_push.py runs `kubectl set image` with the digest for a v* push."""
     calls = tmp_path / "kubectl-calls"
-    fake_program(tmp_path / "bin", "kubectl", f'echo "$@" >> {calls}\n')
+    # It records each call, and answers `get` as a deployment whose container api runs
+    # another image.
+    fake_program(tmp_path / "bin", "kubectl",
+                 f'printf "%s\\n" "$*" >> {calls}\n[ "$1" != get ] || printf "api\\told\\n"\n')
     env = {"RECEIVER_HANDLERS": "deploy_on_push", "DEPLOY_NAMESPACE": "prod",
            "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     digest = "sha256:" + "d" * 64
@@ -160,11 +163,14 @@ def test_example_deploy_on_push_runs_kubectl(tmp_path):
         ok = post(url + "/webhook", make_body("pushImage", "prod/team/api", ["v1.4.0", "latest"],
                                               digest=digest, host="reg.io"))
         skipped = post(url + "/webhook", make_body("pushImage", "staging/api", ["v2"]))
-        wait_for(calls.exists, what="kubectl to be called")
+        wait_for(lambda: calls.exists() and len(calls.read_text().splitlines()) == 3,
+                 what="kubectl get, set image and rollout status")
     assert ok[0] == 202 and ok[1]["handlers"] == 1
     assert skipped[0] == 202 and skipped[1]["handlers"] == 0
-    assert calls.read_text().splitlines() == [
-        f"set image deployment/api api=reg.io/prod/team/api@{digest}"]
+    get, *rest = calls.read_text().splitlines()
+    assert get.startswith("get deployment/api -o jsonpath=")
+    assert rest == [f"set image deployment/api api=reg.io/prod/team/api@{digest}",
+                    "rollout status deployment/api --timeout=120s"]
 
 
 def _answer(sock: socket.socket) -> str:

@@ -89,7 +89,9 @@ def test_slow_rollout_runs_once_and_the_trigger_log_says_success(tmp_path):
     from test_gunicorn import fake_program
 
     calls = tmp_path / "kubectl-calls"
-    fake_program(tmp_path / "bin", "kubectl", f'sleep 2\necho "$@" >> {calls}\n')
+    fake_program(tmp_path / "bin", "kubectl",
+                 f'[ "$1" != set ] || sleep 2\nprintf "%s\\n" "$*" >> {calls}\n'
+                 '[ "$1" != get ] || printf "api\\told\\n"\n')
     server_env = {"RECEIVER_HANDLERS": "deploy_on_push", "DEPLOY_NAMESPACE": "prod",
                   "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     env = {**os.environ, "RECEIVER_DB": str(tmp_path / "r.db"), "RECEIVER_SEND_TIMEOUT": "1",
@@ -105,5 +107,7 @@ def test_slow_rollout_runs_once_and_the_trigger_log_says_success(tmp_path):
     assert emit.returncode == 0, emit.stderr
     assert emit.stdout.splitlines() == ["task 1  rule deploy  success  HTTP 202  attempts 1"]
     assert again.returncode == 0 and "HTTP 200" in again.stdout  # the duplicate
-    assert calls.read_text().splitlines() == [
-        f"set image deployment/api api=registry.example.com/prod/api@{digest}"]
+    get, *rest = calls.read_text().splitlines()
+    assert get.startswith("get deployment/api -o jsonpath=")
+    assert rest == [f"set image deployment/api api=registry.example.com/prod/api@{digest}",
+                    "rollout status deployment/api --timeout=120s"]
