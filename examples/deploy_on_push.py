@@ -64,7 +64,8 @@ What a run does, and why:
 
 - **Idempotent with no state of its own.** Handlers run at least once (a retry, a worker
   that died), so each run first asks ``kubectl get`` what the container runs; when it
-  already runs that digest, the run logs ``already running`` and does nothing. Several
+  already runs that digest, the run logs ``already running``, sets nothing, and only waits
+  for its rollout (``rollout status``; undone and raised if it fails, as below). Several
   deliveries of one push (the registry's retries, ``receiver redeliver``) are one job in
   the first place, since the receiver drops duplicates.
 - **A failed rollout is undone, then raised.** ``rollout status`` failing or timing out
@@ -339,12 +340,16 @@ def deploy(target: Target, reference: str, what: str) -> None:
     :raises DeployError: any step failed; a failed rollout has been undone first.
     """
     if _same_image(_running(target), reference):
-        log.info("%s already running %s (%s); nothing to do", target.describe(), reference, what)
-        return
-    log.info("rolling out %s to %s (%s)", target.describe(), reference, what)
+        # Set already, by an earlier run or attempt: do not set it again, but do check its
+        # rollout, so that a retry after a rollout that failed (and could not be undone) or
+        # a worker that died while waiting does not call it a success.
+        log.info("%s already running %s (%s); checking its rollout", target.describe(),
+                 reference, what)
+    else:
+        log.info("rolling out %s to %s (%s)", target.describe(), reference, what)
+        _kubectl(target, "set", "image", f"deployment/{target.deployment}",
+                 f"{target.container}={reference}")
     started = time.monotonic()
-    _kubectl(target, "set", "image", f"deployment/{target.deployment}",
-             f"{target.container}={reference}")
     try:
         _kubectl(target, "rollout", "status", f"deployment/{target.deployment}",
                  f"--timeout={_duration(ROLLOUT_TIMEOUT)}", waits=True)

@@ -156,7 +156,7 @@ _HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]+)?")
 _REFERENCE = re.compile(r"([A-Za-z0-9.-]+(?::[0-9]+)?/[a-z0-9._/-]+)@([a-z0-9]+:[a-f0-9]{32,})")
 _AUTHOR = re.compile(r"([^<>\n]+?)\s*<([^<>\s]+)>")
 # The user information of a URL (user:password@, token@): never in a message.
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")  # up to the last @
 # A line that opens a block: "key:", perhaps with a comment; not a "- key:" item.
 _KEY_LINE = re.compile(r"\s*[^\s#-][^#]*:\s*(#.*)?")
 _ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

@@ -137,6 +137,7 @@ class Release:
 _RELEASE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _REPO_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_CHART = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(h|ms|m|s))+")
 # A chart version as helm reads it (SemVer 2, with helm's leniency: a 'v', a missing minor or patch).
 _VERSION = re.compile(r"v?(\d+)(?:\.(\d+))?(?:\.(\d+))?"
@@ -266,6 +267,12 @@ def release_for(full_name: str, oci: bool) -> Release | None:
         raise HelmError(f"{exc}; name it in HELM_RELEASES") from None
     repo = None if oci else entry.get("repo") or REPO_NAME.replace(
         "{namespace}", full_name.split("/", 1)[0])
+    # Names from the event reach helm's command line: none may read as an option.
+    if not _CHART.fullmatch(chart):
+        raise HelmError(f"chart name {printable(chart)!r} is not one helm can install")
+    if repo is not None and not _REPO_NAME.fullmatch(repo):
+        raise HelmError(f"helm repository name {printable(repo)!r} (from the registry project) "
+                        "is not valid; set HELM_REPO_NAME or the entry's repo")
     return Release(name, entry.get("namespace"), entry["values"], repo)
 
 

@@ -47,6 +47,11 @@ Its error fails the job, the announced state is rolled back, and the retry posts
 (``receiver jobs show`` has the vendor's answer once the job is ``dead``; ``receiver jobs
 retry`` posts it later). A worker killed between the two loses that one message, not the
 block. Scan failures are told once per ``scanningFailed`` event.
+
+What it does not stop: the first deploy of a push. Harbor sends the push's webhook when the
+image is pushed and the scan result later, so ``deploy_on_push`` has usually deployed a new
+digest before it can be blocked; the gate stops every later deploy of that digest and tells
+the chat. To deploy only scanned digests, deploy on ``scanningCompleted`` instead.
 """
 
 from __future__ import annotations

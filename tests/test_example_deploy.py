@@ -260,16 +260,17 @@ def test_deploy_map_names_deployments_containers_and_namespaces(server):
 
 def test_a_digest_already_running_is_not_rolled_out_again(server):
     """When the container already runs the digest (also written repo:tag@digest), the job
-    asks kubectl get, logs it, and sets nothing."""
+    asks kubectl get, logs it, sets nothing, and only checks that its rollout is done."""
     reference = f"{HOST}/prod/team/steady@{digest(20)}"
     server.cluster.set("deployments", {"default/steady": {"containers": {
         "steady": f"{HOST}/prod/team/steady:v1@{digest(20)}"}}})
     server.send(f"prod/team/steady:v1@{digest(20)}", "cloudevents")
     [job] = server.settled("prod/team/steady")
     assert job.status == "succeeded"
-    assert [argv[0] for argv in server.cluster.calls("steady")] == ["get"]
+    assert [argv[:2] for argv in server.cluster.calls("steady")] == [
+        ["get", "deployment/steady"], ["rollout", "status"]]
     assert (f"deployment/steady container steady already running {reference} "
-            "(prod/team/steady:v1); nothing to do") in server.log.read_text()
+            "(prod/team/steady:v1); checking its rollout") in server.log.read_text()
 
 
 def test_a_failed_rollout_is_undone_and_the_job_ends_dead(server):
