@@ -14,7 +14,7 @@ import typing as t
 from marshmallow import ValidationError
 
 from .events import Event
-from .formats import FORMATS, UnknownType, detect, get
+from .formats import FORMATS, UnknownType, detect, get, guess
 from .formats.tcr import TcrEnvelope
 
 __all__ = [
@@ -62,8 +62,6 @@ def load_event(data: t.Any, format: str = "auto") -> Event:
         fmt = detect(data)
         if fmt is None:
             if type(data) is dict:
-                from .formats import guess
-
                 kind = data.get("type")
                 if isinstance(kind, str):
                     raise UnknownType(kind, data, guess(data))

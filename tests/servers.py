@@ -224,3 +224,23 @@ def wait_tcp(host: str, port: int, proc: subprocess.Popen | None = None, timeout
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{host}:{port} did not answer within {timeout}s")
+
+
+def queued_jobs(queue_url: str, repository: str) -> list:
+    """The jobs of *repository*'s events in the queue at *queue_url*, as ``receiver jobs``."""
+    from receiver.jobs import open_queue
+
+    queue = open_queue(queue_url)
+    try:
+        return [j for j in queue.jobs(limit=1000) if j.repository == repository]
+    finally:
+        queue.close()
+
+
+def settled_jobs(queue_url: str, repository: str, count: int = 1) -> list:
+    """Wait until *repository* has *count* jobs, each succeeded or dead; return them."""
+    def done() -> list:
+        jobs = queued_jobs(queue_url, repository)
+        ended = len(jobs) == count and all(j.status in ("succeeded", "dead") for j in jobs)
+        return jobs if ended else []
+    return wait_for(done, what=f"the jobs of {repository} to end")

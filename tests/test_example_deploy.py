@@ -14,9 +14,7 @@ import textwrap
 import typing as t
 
 import pytest
-from servers import ROOT, gunicorn, wait_for
-
-from receiver.jobs import open_queue
+from servers import ROOT, gunicorn, queued_jobs, settled_jobs, wait_for
 
 SECRET = "deploy-s3cret-never-logged"
 HOST = "registry.example.com"
@@ -135,19 +133,10 @@ class Server(t.NamedTuple):
         return int(re.match(r"task (\d+)", done.stdout).group(1))
 
     def jobs(self, repository: str) -> list:
-        queue = open_queue(self.queue)
-        try:
-            return [j for j in queue.jobs(limit=1000) if j.repository == repository]
-        finally:
-            queue.close()
+        return queued_jobs(self.queue, repository)
 
     def settled(self, repository: str, count: int = 1) -> list:
-        """Wait until *repository* has *count* jobs, each succeeded or dead; return them."""
-        def done() -> list:
-            jobs = self.jobs(repository)
-            ended = len(jobs) == count and all(j.status in ("succeeded", "dead") for j in jobs)
-            return jobs if ended else []
-        return wait_for(done, what=f"the jobs of {repository} to end")
+        return settled_jobs(self.queue, repository, count)
 
 
 def _start(tmp: pathlib.Path, **settings: str) -> t.Iterator[Server]:

@@ -17,7 +17,7 @@ from .cloudevents import CLOUDEVENTS
 from .harbor import HARBOR
 from .tcr import TCR
 
-__all__ = ["FORMATS", "Format", "UnknownType", "detect", "get"]
+__all__ = ["FORMATS", "Format", "UnknownType", "detect", "get", "guess"]
 
 #: Every format by name, TCR first (the sender's default).
 FORMATS: dict[str, Format] = {f.name: f for f in (TCR, HARBOR, CLOUDEVENTS)}
