@@ -13,7 +13,7 @@ import re
 import sys
 import timeit
 
-from receiver.matcher import compile_pattern, repository_matches, tag_matches
+from receiver.core.matcher import compile_pattern, repository_matches, tag_matches
 
 # (console pattern, a name it matches, what a person would write by hand for it)
 CASES = [

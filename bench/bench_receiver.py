@@ -177,7 +177,7 @@ def main() -> int:
                         "from `git archive`) in the same rounds, and print the ratio to it")
     args = parser.parse_args()
 
-    from receiver.schemas import load_event
+    from receiver.core.schemas import load_event
 
     n = 20_000
     loads = min(timeit.repeat(lambda: json.loads(BODY), number=n, repeat=5)) / n * 1e6

@@ -20,9 +20,9 @@ import time
 import http.client
 import urllib.request
 
-from receiver.rules import TriggerRule
-from receiver.sender import Sender, encode_body
-from receiver.store import Store
+from receiver.registry.rules import TriggerRule
+from receiver.registry.sender import Sender, encode_body
+from receiver.registry.store import Store
 from receiver.testing import make_event
 
 ROOT = pathlib.Path(__file__).parent.parent

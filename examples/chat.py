@@ -74,7 +74,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from receiver.events import Event, RepositoryEvent, ScanEvent, ScannedResource, severity_rank
+from receiver.core.events import Event, RepositoryEvent, ScanEvent, ScannedResource, severity_rank
 
 __all__ = ["KINDS", "MAX_LINES", "ChatError", "Message", "Settings", "check_answer",
            "counts_text", "describe", "mask", "post", "render", "request", "resource_line",

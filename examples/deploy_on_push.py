@@ -107,8 +107,8 @@ import typing as t
 import gate_state
 
 from receiver import PushImage, on
-from receiver.matcher import PatternError, compile_pattern, repository_matches
-from receiver.text import printable
+from receiver.core.matcher import PatternError, compile_pattern, repository_matches
+from receiver.core.text import printable
 
 log = logging.getLogger("receiver.examples.deploy_on_push")
 

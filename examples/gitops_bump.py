@@ -126,8 +126,8 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import ScalarString
 
 from receiver import PushImage, on
-from receiver.matcher import PatternError, compile_pattern, repository_matches
-from receiver.text import printable
+from receiver.core.matcher import PatternError, compile_pattern, repository_matches
+from receiver.core.text import printable
 
 log = logging.getLogger("receiver.examples.gitops_bump")
 

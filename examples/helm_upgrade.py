@@ -106,8 +106,8 @@ import time
 import typing as t
 
 from receiver import PushImage, UploadChart, on
-from receiver.matcher import compile_pattern, repository_matches
-from receiver.text import printable
+from receiver.core.matcher import compile_pattern, repository_matches
+from receiver.core.text import printable
 
 log = logging.getLogger("receiver.examples.helm_upgrade")
 

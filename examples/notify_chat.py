@@ -51,7 +51,7 @@ import os
 import chat
 
 from receiver import on
-from receiver.events import ACTIONS, RepositoryEvent, event_class
+from receiver.core.events import ACTIONS, RepositoryEvent, event_class
 
 log = logging.getLogger("receiver.examples.notify_chat")
 

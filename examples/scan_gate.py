@@ -66,7 +66,7 @@ import chat
 import gate_state
 
 from receiver import on
-from receiver.events import SEVERITIES, ScanEvent, ScanFailed, ScannedResource, severity_rank
+from receiver.core.events import SEVERITIES, ScanEvent, ScanFailed, ScannedResource, severity_rank
 
 log = logging.getLogger("receiver.examples.scan_gate")
 

@@ -14,30 +14,28 @@ __version__ = "0.1.0"
 # Names are imported on first use (PEP 562), so that importing a submodule (the pytest
 # plugin, say) does not import Flask and marshmallow.
 _WHERE = {
-    "signals": None,
-    **dict.fromkeys(("ConfigError", "Receiver", "create_app"), "app"),
-    **dict.fromkeys(("Handlers", "off", "on"), "dispatch"),
+    "signals": "handlers.signals",
+    **dict.fromkeys(("ConfigError", "Receiver", "create_app"), "web.app"),
+    **dict.fromkeys(("Handlers", "off", "on"), "handlers.dispatch"),
     **dict.fromkeys((
         "ACTIONS", "DeleteChart", "DeleteImage", "DownloadChart", "Event", "PullImage",
         "PushImage", "QuotaExceeded", "QuotaWarning", "Replication", "Repository",
         "RepositoryEvent", "Resource", "ScanCompleted", "ScanFailed", "ScanStopped",
-        "TagRetention", "UploadChart"), "events"),
+        "TagRetention", "UploadChart"), "core.events"),
     **dict.fromkeys(("PatternError", "compile_pattern", "repository_matches",
-                     "tag_matches"), "matcher"),
-    **dict.fromkeys(("dump_event", "load_event"), "schemas"),
+                     "tag_matches"), "core.matcher"),
+    **dict.fromkeys(("dump_event", "load_event"), "core.schemas"),
 }
 
 __all__ = sorted([*_WHERE, "__version__"])
 
 
 def __getattr__(name: str) -> t.Any:
-    where = _WHERE.get(name, ...)
-    if where is ...:
-        raise AttributeError(f"module 'receiver' has no attribute {name!r}")
+    where = _WHERE.get(name)
     if where is None:
-        value = importlib.import_module(f".{name}", __name__)
-    else:
-        value = getattr(importlib.import_module(f".{where}", __name__), name)
+        raise AttributeError(f"module 'receiver' has no attribute {name!r}")
+    module = importlib.import_module(f".{where}", __name__)
+    value = module if where.endswith(f".{name}") else getattr(module, name)
     globals()[name] = value
     return value
 
@@ -47,12 +45,12 @@ def __dir__() -> list[str]:
 
 
 if t.TYPE_CHECKING:
-    from . import signals
-    from .app import ConfigError, Receiver, create_app
-    from .dispatch import Handlers, off, on
-    from .events import (ACTIONS, DeleteChart, DeleteImage, DownloadChart, Event, PullImage,
+    from .handlers import signals
+    from .web.app import ConfigError, Receiver, create_app
+    from .handlers.dispatch import Handlers, off, on
+    from .core.events import (ACTIONS, DeleteChart, DeleteImage, DownloadChart, Event, PullImage,
                          PushImage, QuotaExceeded, QuotaWarning, Replication, Repository,
                          RepositoryEvent, Resource, ScanCompleted, ScanFailed, ScanStopped,
                          TagRetention, UploadChart)
-    from .matcher import PatternError, compile_pattern, repository_matches, tag_matches
-    from .schemas import dump_event, load_event
+    from .core.matcher import PatternError, compile_pattern, repository_matches, tag_matches
+    from .core.schemas import dump_event, load_event

@@ -42,7 +42,7 @@ It imports nothing of the receiver (the package root imports its parts on first 
 run that uses no fixture pays a few milliseconds (``python -X importtime -c "import
 receiver.pytest_plugin"``): the queue, the formats and the test helpers are imported when a
 fixture is first used, and the clean-up around every test touches the receiver's handlers
-only if ``receiver.dispatch`` was imported.
+only if ``receiver.handlers.dispatch`` was imported.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ if t.TYPE_CHECKING:
     from flask.testing import FlaskClient
     from werkzeug.test import TestResponse
 
-    from receiver.dispatch import Handlers
-    from receiver.events import Event
+    from receiver.handlers.dispatch import Handlers
+    from receiver.core.events import Event
 
 __all__ = [
     "deliver",
@@ -110,12 +110,12 @@ def _receiver_isolated_handlers() -> t.Iterator[None]:
     fixtures and torn down after them: their registrations go too; those made at collection
     (module imports) and in wider-scoped fixtures stay.
     """
-    dispatch = sys.modules.get("receiver.dispatch")
+    dispatch = sys.modules.get("receiver.handlers.dispatch")
     if dispatch is None:
         # The receiver's handlers were never imported: nothing to keep, and nothing to pay
         # for. If the test imports them, every registration is the test's own.
         yield
-        dispatch = sys.modules.get("receiver.dispatch")
+        dispatch = sys.modules.get("receiver.handlers.dispatch")
         if dispatch is not None:
             dispatch._forget_all()
         return
@@ -156,7 +156,7 @@ def receiver_app(receiver_config: dict[str, t.Any], receiver_handlers: Handlers 
     test; handlers registered with ``on()`` during the test are removed after it.
     """
     from receiver import create_app
-    from receiver.dispatch import _lasting
+    from receiver.handlers.dispatch import _lasting
 
     config: dict[str, t.Any] = {"RECEIVER_WORKERS": 0, "RECEIVER_HANDLER_BACKOFF": 0,
                                 "RECEIVER_AUTH_HEADERS": {}, **receiver_config}
@@ -210,7 +210,7 @@ def deliver(request: pytest.FixtureRequest, receiver_app: Flask,
     for an image pushed by digest alone, ``NS/REPO:TAG@DIGEST`` for a tag pinned to a
     digest, or ``NS/REPO`` for the tag ``latest``; leave it out for ``replication`` and
     ``tagRetention``, which have no repository. *format* defaults to ``tcr``, or ``harbor``
-    for the actions TCR has not. *build_kwargs* go to :func:`receiver.events.build_event`
+    for the actions TCR has not. *build_kwargs* go to :func:`receiver.core.events.build_event`
     (``operator=``, ``severity=``, ``project=`` ...). A mistake in these fails the test
     with one line naming it.
 
@@ -231,8 +231,8 @@ def deliver(request: pytest.FixtureRequest, receiver_app: Flask,
                 format: str | None = None, headers: t.Mapping[str, str] | None = None,
                 strict: bool | None = None, **build_kwargs: t.Any) -> TestResponse:
         __tracebackhide__ = True
-        from receiver.formats import detect
-        from receiver.schemas import event_id
+        from receiver.core.formats import detect
+        from receiver.core.schemas import event_id
         from receiver.testing import run_jobs
 
         if isinstance(action, t.Mapping):
@@ -271,8 +271,8 @@ def _build(action: str, target: str | None, format: str | None,
     digest built twice in one second) is built again a second later: each call is a new
     event. Given ``occurred_at=``, it is posted as it is.
     """
-    from receiver.events import REPOSITORY_ACTIONS, parse_reference
-    from receiver.schemas import event_id
+    from receiver.core.events import REPOSITORY_ACTIONS, parse_reference
+    from receiver.core.schemas import event_id
     from receiver.testing import make_body
 
     kwargs = dict(build_kwargs)
@@ -320,7 +320,7 @@ def _shown_call(action: t.Any, target: str | None, format: str | None,
 def _fail_on_drift(body: dict[str, t.Any], fmt: t.Any) -> None:
     """Fail the test if *body* has keys *fmt* does not declare, or a type no format knows."""
     __tracebackhide__ = True
-    from receiver.formats.strict import unknown_keys
+    from receiver.core.formats.strict import unknown_keys
 
     if fmt is None:
         kind = body.get("type")

@@ -22,10 +22,10 @@ import json
 import typing as t
 from importlib import resources
 
-from . import signals
-from .dispatch import isolated_handlers
-from .events import Event, build_event
-from .schemas import dump_event, event_id
+from .handlers import signals
+from .handlers.dispatch import isolated_handlers
+from .core.events import Event, build_event
+from .core.schemas import dump_event, event_id
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -49,13 +49,13 @@ def make_event(action: str = "pushImage", full_name: str | None = "public/nginx"
                tags: t.Sequence[str] | None = ("v1.0.0",), *, format: str | None = None,
                **kwargs: t.Any) -> Event:
     """A realistic event, with the ``format`` and ``id`` the receiver would give its body;
-    see :func:`receiver.events.build_event` for the keywords.
+    see :func:`receiver.core.events.build_event` for the keywords.
 
     :param format: the format it comes in; default :func:`default_format`: ``tcr``, or
         ``harbor`` for the actions TCR has not (``replication``...). ``replication`` and
         ``tagRetention`` take no repository or tags.
     """
-    from .events import REPOSITORY_ACTIONS
+    from .core.events import REPOSITORY_ACTIONS
 
     if action not in REPOSITORY_ACTIONS:
         full_name = tags = None
@@ -70,7 +70,7 @@ def default_format(action: str) -> str:
     *action* in when none is given: ``tcr`` when the tcr format carries the action
     (``quotaWarning`` included: TCR sends it as a ``projectQuota`` whose text reads as a
     warning), else ``harbor``."""
-    from .formats import FORMATS
+    from .core.formats import FORMATS
 
     tcr = FORMATS["tcr"]
     return "tcr" if action in tcr.types.values() or action == "quotaWarning" else "harbor"

@@ -8,7 +8,7 @@ import typing as t
 import pytest
 
 from receiver import create_app, off
-from receiver import dispatch as dispatch_module
+from receiver.handlers import dispatch as dispatch_module
 from wire import SEED_PATH
 
 SECRET = "s3cret-value-never-logged"

@@ -1,5 +1,5 @@
 """Hypothesis strategies for the bodies a JSON Schema allows, for the subset of JSON Schema
-that receiver.formats.jsonschema writes.
+that receiver.core.formats.jsonschema writes.
 
 The tests generate bodies from each format's JSON Schema (itself written from the format's
 declaration) and hold the loader, the fast path and the dump to them. Every strategy ends

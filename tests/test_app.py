@@ -8,7 +8,7 @@ import pytest
 from flask import Flask
 
 from receiver import ConfigError, Receiver, create_app
-from receiver.schemas import event_id
+from receiver.core.schemas import event_id
 from receiver.testing import capture_events, make_body, run_jobs
 
 

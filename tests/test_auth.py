@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from receiver.auth import AuthConfigError, HeaderAuth, parse_auth_headers
+from receiver.web.auth import AuthConfigError, HeaderAuth, parse_auth_headers
 
 
 def test_parse_json_text_and_lists():

@@ -313,8 +313,8 @@ def test_filters_choose_handlers(client):
 def test_every_action_of_every_format_reaches_its_signal(client, path):
     """Each sample body, posted with its format's content type, reaches its action's own
     signal as the typed event of its format."""
-    from receiver.events import event_class
-    from receiver.formats import FORMATS
+    from receiver.core.events import event_class
+    from receiver.core.formats import FORMATS
 
     fmt, action = path.parent.name, path.stem.split("-")[0]
     seen = []
@@ -357,7 +357,7 @@ def test_one_log_line_per_request(client, caplog):
     """Each request logs one line with action, repository, tags, status, handlers and duration."""
     caplog.set_level(logging.INFO, logger="receiver")
     on("pushImage")(lambda e: None)
-    from receiver.app import log_event
+    from receiver.web.app import log_event
     signals.event_received.disconnect(log_event)  # keep only the request line
     post(client, make_body("pushImage", "prod/api", ["v1", "v2"]))
     lines = [r.getMessage() for r in caplog.records if r.name == "receiver"]

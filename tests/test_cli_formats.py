@@ -15,9 +15,9 @@ from jsonschema import Draft202012Validator
 
 from receiver import create_app
 from receiver.cli import main
-from receiver.events import ACTIONS, event_class
-from receiver.formats import FORMATS
-from receiver.schemas import load_event
+from receiver.core.events import ACTIONS, event_class
+from receiver.core.formats import FORMATS
+from receiver.core.schemas import load_event
 from servers import ROOT, Target, serve
 
 R = pytest.param

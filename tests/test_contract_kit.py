@@ -12,10 +12,10 @@ import textwrap
 import pytest
 
 from receiver import on
-from receiver.dispatch import Handlers
-from receiver.events import REPOSITORY_ACTIONS, event_class
-from receiver.formats import detect
-from receiver.schemas import load_event
+from receiver.handlers.dispatch import Handlers
+from receiver.core.events import REPOSITORY_ACTIONS, event_class
+from receiver.core.formats import detect
+from receiver.core.schemas import load_event
 from receiver.testing import make_body, make_event, sample, samples
 
 SHIPPED = samples()
@@ -487,8 +487,8 @@ class TestWithARegistry:
 @pytest.mark.parametrize("fmt, name", [pytest.param(f, n, id=f"{f}-{n}") for f, n in SHIPPED])
 def test_every_sample_loads_into_its_action(fmt, name):
     """Each shipped sample is an event of its action, in its format, with no undeclared key."""
-    from receiver.formats import FORMATS
-    from receiver.formats.strict import unknown_keys
+    from receiver.core.formats import FORMATS
+    from receiver.core.formats.strict import unknown_keys
 
     body = sample(name, format=fmt)
     event = load_event(body)

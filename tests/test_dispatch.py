@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from receiver import PatternError, off, on, signals
-from receiver.dispatch import dispatch, matching_handlers
+from receiver.handlers.dispatch import dispatch, matching_handlers
 from receiver.testing import make_event
 
 

@@ -9,7 +9,7 @@ import pytest
 
 R = pytest.param
 
-from receiver.events import ACTIONS, PushImage, Repository, Resource, build_event, event_class
+from receiver.core.events import ACTIONS, PushImage, Repository, Resource, build_event, event_class
 
 
 def test_events_are_frozen():
@@ -107,7 +107,7 @@ DIGEST = "sha256:" + "d" * 64
 def test_build_event_makes_every_action():
     """build_event makes each of the 13 actions, as its own class, with a string operator:
     empty, but for replication and retention what Harbor 2.2 to 2.8 write (the trigger)."""
-    from receiver.events import REPOSITORY_ACTIONS
+    from receiver.core.events import REPOSITORY_ACTIONS
 
     for action in ACTIONS:
         name = "prod/api" if action in REPOSITORY_ACTIONS else None
@@ -129,7 +129,7 @@ def test_an_artifact_by_digest_has_no_tag():
 
 def test_scan_events_carry_their_report():
     """A completed scan's severity is the highest it found; failed scans have no results."""
-    from receiver.events import ScannedResource
+    from receiver.core.events import ScannedResource
 
     event = build_event("scanningCompleted", "prod/api", ["v1"],
                         vulnerabilities={"Low": 5, "High": 2})
@@ -195,7 +195,7 @@ def test_replication_is_built_as_harbor_2_2_to_2_8_sends_it():
     """Defaults are Harbor 2.2+'s: trigger MANUAL, which is also the operator (up to 2.8);
     a Success lists the copied artifact, an Error the failed one, other statuses neither;
     the hostname drops the port, as Harbor does."""
-    from receiver.events import ArtifactOutcome
+    from receiver.core.events import ArtifactOutcome
 
     rep = build_event("replication", host="harbor.example.com:8443", project="prod")
     assert (rep.status, rep.trigger, rep.operator, rep.hostname) == (

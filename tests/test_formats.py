@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from receiver import on
-from receiver.events import (
+from receiver.core.events import (
     SEVERITIES,
     QuotaWarning,
     Replication,
@@ -23,10 +23,10 @@ from receiver.events import (
     event_class,
     severity_rank,
 )
-from receiver.formats import FORMATS, detect
-from receiver.formats.jsonschema import json_schema
-from receiver.formats.strict import unknown_keys
-from receiver.schemas import UnknownAction, ValidationError, dump_event, load_event
+from receiver.core.formats import FORMATS, detect
+from receiver.core.formats.jsonschema import json_schema
+from receiver.core.formats.strict import unknown_keys
+from receiver.core.schemas import UnknownAction, ValidationError, dump_event, load_event
 from schema_strategy import from_schema, json_any
 
 SAMPLES = pathlib.Path(__file__).parent.parent / "receiver" / "samples"
@@ -198,9 +198,9 @@ def test_a_field_added_to_the_declaration_is_never_skipped_by_the_fast_path():
     goes to the schema, and a declaration requiring such a key turns the fast path off."""
     from marshmallow import fields
 
-    from receiver.formats.common import ResourceSchema
-    from receiver.formats.fast import FastPath
-    from receiver.formats.harbor import TYPES, HarborEnvelope
+    from receiver.core.formats.common import ResourceSchema
+    from receiver.core.formats.fast import FastPath
+    from receiver.core.formats.harbor import TYPES, HarborEnvelope
 
     body = sample(SAMPLES / "harbor" / "pushImage.json")
     fmt = FORMATS["harbor"]

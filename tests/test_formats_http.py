@@ -108,7 +108,7 @@ def test_a_tag_filter_never_matches_a_push_by_digest(harbor_app):
 RECORDER = '''
 import json, os
 from receiver import on
-from receiver.events import ACTIONS, subject
+from receiver.core.events import ACTIONS, subject
 
 @on(ACTIONS)
 def record(event):
@@ -124,8 +124,8 @@ def test_every_sample_comes_out_typed_under_gunicorn(tmp_path):
     CloudEvent too."""
     from servers import gunicorn, post, wait_for
 
-    from receiver.events import event_class
-    from receiver.formats import FORMATS
+    from receiver.core.events import event_class
+    from receiver.core.formats import FORMATS
 
     (tmp_path / "recording_handlers.py").write_text(RECORDER)
     record = tmp_path / "record.jsonl"
@@ -174,7 +174,7 @@ def test_binary_mode_never_queues_an_auth_header_and_an_empty_one_is_no_ping(tmp
 def test_a_tcr_quota_event_reads_back_as_the_level_it_was_sent_as():
     """TCR has one quota type for both levels; the sender writes a text that says which."""
     from receiver.testing import make_event
-    from receiver.schemas import dump_event, load_event
+    from receiver.core.schemas import dump_event, load_event
 
     for action, details in (("quotaExceed", "quota usage reach 85%: storage used 9 of 10"),
                             ("quotaWarning", "adding 1 GiB ... will exceed the upper limit"),

@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 from conftest import SECRET
-from receiver.schemas import event_id
+from receiver.core.schemas import event_id
 from receiver.testing import make_body
 from servers import ROOT, gunicorn, post, wait_for
 

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from receiver.events import MAX_RESOURCES, MAX_TAG
+from receiver.core.events import MAX_RESOURCES, MAX_TAG
 from receiver.testing import make_body
 from servers import gunicorn, post, wait_for
 

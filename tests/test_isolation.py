@@ -6,7 +6,7 @@ import pytest
 from flask import Flask
 
 from receiver import ConfigError, Receiver, create_app, on, signals
-from receiver.dispatch import Handlers
+from receiver.handlers.dispatch import Handlers
 from receiver.testing import isolated_handlers, make_body, run_jobs
 
 SYNC = {"RECEIVER_QUEUE": "sync"}

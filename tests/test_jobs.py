@@ -9,7 +9,7 @@ import time
 import pytest
 
 from receiver import PushImage, create_app, on, signals
-from receiver.schemas import event_id
+from receiver.core.schemas import event_id
 from receiver.testing import capture_events, make_body, run_jobs
 from servers import wait_for
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from receiver import matcher
-from receiver.matcher import PatternError, compile_pattern, repository_matches, tag_matches
+from receiver.core import matcher
+from receiver.core.matcher import PatternError, compile_pattern, repository_matches, tag_matches
 
 R = pytest.param
 

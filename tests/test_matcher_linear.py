@@ -15,8 +15,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from receiver import matcher
-from receiver.matcher import PatternError, compile_pattern, repository_fullmatch, tag_fullmatch
+from receiver.core import matcher
+from receiver.core.matcher import PatternError, compile_pattern, repository_fullmatch, tag_fullmatch
 
 ROOT = Path(__file__).resolve().parent.parent
 R = pytest.param
@@ -235,7 +235,7 @@ def _finishes(code: str) -> str:
 def test_hostile_names_finish_quickly(kind: str, pattern: str, name: str, expected: bool) -> None:
     """A 100 kB name is matched in well under the deadline, whatever the pattern."""
     out = _finishes(f"""
-        from receiver.matcher import _compile, {kind}_matches, {kind}_fullmatch
+        from receiver.core.matcher import _compile, {kind}_matches, {kind}_fullmatch
         name, pattern = {name}, {pattern!r}
         print({kind}_matches(pattern, name), {kind}_fullmatch(pattern)(name) is not None,
               _compile(pattern, relative={kind == "repository"}).match(name))
@@ -279,7 +279,7 @@ def test_patterns_left_to_re_finish_quickly_on_hostile_names() -> None:
     """Every random pattern the rule leaves to re matches long hostile names without delay."""
     out = _finishes(f"""
         import random
-        from receiver.matcher import compile_pattern
+        from receiver.core.matcher import compile_pattern
         from tests.test_matcher_linear import _hostile_names, _small_pattern
         rng, seen, names = random.Random(20240601), set(), _hostile_names({HUGE // 4})
         while len(seen) < 150:

@@ -14,7 +14,7 @@ from servers import ROOT, gunicorn, wait_for
 RECORDER = textwrap.dedent('''
     import json, os
     from receiver import on
-    from receiver.events import ACTIONS
+    from receiver.core.events import ACTIONS
 
     @on(ACTIONS)
     def record(event):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from receiver.rules import DEFAULT_ACTIONS, RuleError, TriggerRule, parse_header
+from receiver.registry.rules import DEFAULT_ACTIONS, RuleError, TriggerRule, parse_header
 from receiver.testing import make_event
 
 R = pytest.param
@@ -164,7 +164,7 @@ def test_actions_the_format_cannot_carry_are_refused(format, actions, message):
 
 def test_every_action_is_a_rule_action():
     """Any of the 13 actions may be listened to, in the format that carries them all."""
-    from receiver.events import ACTIONS
+    from receiver.core.events import ACTIONS
 
     assert TriggerRule("r", URL, actions=ACTIONS, format="harbor").actions == ACTIONS
 
@@ -179,7 +179,7 @@ def test_changing_the_format_checks_the_actions_again():
 
 def test_events_without_a_repository_fire_only_unfiltered_rules():
     """Replication has no namespace or repository: an unfiltered rule fires for it."""
-    from receiver.events import build_event
+    from receiver.core.events import build_event
 
     event = build_event("replication")
     assert TriggerRule("r", URL, actions=("replication",), format="harbor").matches(event)

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wire import SEED, shape
-from receiver.events import CHART_ACTIONS, IMAGE_ACTIONS, Repository, Resource, event_class
-from receiver.schemas import UnknownAction, ValidationError, dump_event, load_event
+from receiver.core.events import CHART_ACTIONS, IMAGE_ACTIONS, Repository, Resource, event_class
+from receiver.core.schemas import UnknownAction, ValidationError, dump_event, load_event
 
 
 

@@ -10,10 +10,10 @@ from servers import Target, free_port, serve, wait_for
 from wire import SEED, shape
 
 from receiver import create_app
-from receiver.rules import TriggerRule
-from receiver.schemas import load_event
-from receiver.sender import Sender
-from receiver.store import Store
+from receiver.registry.rules import TriggerRule
+from receiver.core.schemas import load_event
+from receiver.registry.sender import Sender
+from receiver.registry.store import Store
 from receiver.testing import make_event
 
 
@@ -180,7 +180,7 @@ def test_send_and_redeliver(store):
 
 def test_redeliver_refuses_unknown_task_and_deleted_rule(store):
     """Unknown task ids and tasks of deleted rules are NotFound with a clear message."""
-    from receiver.store import NotFound
+    from receiver.registry.store import NotFound
 
     with Target() as target:
         store.add_rule(TriggerRule("r", target.url))
@@ -242,7 +242,7 @@ def test_a_rule_that_cannot_carry_the_event_is_skipped_and_reported(store, caplo
             conn.execute("UPDATE rules SET format = 'tcr' WHERE name = 'edited'")
         conn.close()
         skipped = []
-        with caplog.at_level(logging.WARNING, "receiver.sender"):
+        with caplog.at_level(logging.WARNING, "receiver.registry.sender"):
             deliveries = sender(store).emit(make_event("replication"),
                                             on_skip=lambda rule, why: skipped.append((rule.name, why)))
     assert [d.rule for d in deliveries] == ["fine"] and len(target.requests) == 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from receiver.rules import RuleError, TriggerRule
-from receiver.store import NotFound, Store, default_db_path
+from receiver.registry.rules import RuleError, TriggerRule
+from receiver.registry.store import NotFound, Store, default_db_path
 
 URL = "http://127.0.0.1:1/hook"
 

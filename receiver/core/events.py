@@ -1,7 +1,7 @@
 """The typed events: frozen dataclasses for what the registry reports.
 
 This module owns the shape of an event in Python. It knows nothing of JSON, Flask or
-marshmallow; :mod:`receiver.schemas` maps the wire format onto these classes.
+marshmallow; :mod:`receiver.core.schemas` maps the wire format onto these classes.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class Event:
 
     :param occurred_at: when it happened, timezone-aware UTC.
     :param operator: who did it: an account id or name; ``""`` when the registry names nobody.
-    :param id: a stable id of the delivery's content (see :func:`receiver.schemas.event_id`):
+    :param id: a stable id of the delivery's content (see :func:`receiver.core.schemas.event_id`):
         the same body gives the same id, so handlers can use it as an idempotency key.
         Empty for an event that was built rather than received.
     :param format: the wire format it came in: ``"tcr"`` (TCR, Harbor 1.x), ``"harbor"``

@@ -1,7 +1,7 @@
 """Runs one app's queued jobs: finds the handler a job names, loads its event, reports.
 
 The glue between :mod:`receiver.jobs` (which knows nothing of handlers) and
-:mod:`receiver.dispatch` (which knows nothing of queues). Handlers are looked up by name
+:mod:`receiver.handlers.dispatch` (which knows nothing of queues). Handlers are looked up by name
 in this process, so every server and ``receiver worker`` must import the same
 ``RECEIVER_HANDLERS``.
 """
@@ -14,11 +14,11 @@ import typing as t
 
 from . import signals
 from .dispatch import Handler, call_handler, find_handler, log_failure, send_isolated
-from .events import Event
-from .jobs import Claim, Queue
-from .jobs.worker import Pool
-from .schemas import load_event
-from .text import printable
+from ..core.events import Event
+from ..jobs import Claim, Queue
+from ..jobs.worker import Pool
+from ..core.schemas import load_event
+from ..core.text import printable
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -37,7 +37,7 @@ def make_pool(app: Flask, queue: Queue, config: t.Mapping[str, t.Any]) -> Pool:
 
     :raises ConfigError: a setting is out of range.
     """
-    from .app import number
+    from ..web.app import number
 
     def execute(claim: Claim) -> None:
         event = _event(claim)

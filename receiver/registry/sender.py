@@ -22,16 +22,16 @@ import time
 import typing as t
 from urllib.parse import urlsplit
 
-from .events import Event, RepositoryEvent, subject
-from .formats import FORMATS, Format, detect, get
+from ..core.events import Event, RepositoryEvent, subject
+from ..core.formats import FORMATS, Format, detect, get
 from .rules import TriggerRule, carries, check_header, validate_url
-from .schemas import dump_event
+from ..core.schemas import dump_event
 from .store import Delivery, NotFound, Store
 
 __all__ = ["DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF", "DEFAULT_TIMEOUT", "MAX_SECONDS", "Sender", "encode_body",
            "wire_format"]
 
-log = logging.getLogger("receiver.sender")
+log = logging.getLogger("receiver.registry.sender")
 
 DEFAULT_TIMEOUT = 3.0  # seconds per attempt, as Harbor
 DEFAULT_ATTEMPTS = 3  # as Harbor 2.x

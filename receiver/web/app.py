@@ -31,14 +31,14 @@ import typing as t
 from flask import Config, Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from . import signals
+from ..handlers import signals
 from .auth import AuthConfigError, HeaderAuth, parse_auth_headers
-from .blueprint import bp
-from .dispatch import Handlers
-from .events import RepositoryEvent
-from .jobs import Queue, QueueError, QueueUnavailable, open_queue
-from .jobs.worker import Pool
-from .text import printable
+from .endpoint import bp
+from ..handlers.dispatch import Handlers
+from ..core.events import RepositoryEvent
+from ..jobs import Queue, QueueError, QueueUnavailable, open_queue
+from ..jobs.worker import Pool
+from ..core.text import printable
 
 __all__ = ["ConfigError", "Receiver", "ReceiverState", "create_app"]
 
@@ -66,7 +66,7 @@ class ReceiverState:
     #: Seconds during which the same event id is a duplicate.
     window: float = 86400.0
     #: The app's own handlers; ``None``: the process-wide ones registered with ``on()``.
-    #: The one place an app's registry is kept: :mod:`receiver.dispatch` reads it here.
+    #: The one place an app's registry is kept: :mod:`receiver.handlers.dispatch` reads it here.
     handlers: Handlers | None = None
 
 
@@ -82,7 +82,7 @@ class Receiver:
     :param path: the endpoint's path, default ``/webhook``.
     :param auth_headers: header name to a value or list of accepted values; ``{}`` for none.
     :param max_body: the body size cap in bytes, default 1 MiB.
-    :param handlers: a :class:`~receiver.dispatch.Handlers` registry: the app runs its
+    :param handlers: a :class:`~receiver.handlers.dispatch.Handlers` registry: the app runs its
         handlers only; default, the process-wide ones registered with ``on()``.
     """
 
@@ -117,7 +117,7 @@ class Receiver:
             # Set before any worker thread starts and looks a handler up.
             state = dataclasses.replace(state, handlers=self.handlers)
         if state.queue is not None:
-            from .runner import make_pool
+            from ..handlers.runner import make_pool
 
             state = dataclasses.replace(state, pool=make_pool(app, state.queue, app.config))
         app.extensions["receiver"] = state
@@ -335,7 +335,7 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *,
     Imports the ``RECEIVER_HANDLERS`` modules (with none, every event is logged), mounts the
     endpoint, starts the worker threads, and adds ``GET /healthz`` and ``GET /readyz``.
 
-    :param handlers: a :class:`~receiver.dispatch.Handlers` registry: the app runs its
+    :param handlers: a :class:`~receiver.handlers.dispatch.Handlers` registry: the app runs its
         handlers only, not those registered with ``on()`` (nor another app's). Default: the
         process-wide ``on()`` handlers, from the ``RECEIVER_HANDLERS`` modules and any other.
     :param env: ``False``: *config* alone configures the app, and the ``RECEIVER_*``

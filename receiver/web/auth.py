@@ -10,19 +10,13 @@ import hmac
 import json
 import typing as t
 
+from ..core.text import is_header_name
+
 __all__ = ["AuthConfigError", "HeaderAuth", "parse_auth_headers"]
 
 
 class AuthConfigError(ValueError):
     """The auth header setting is malformed; the message says how, never with a secret."""
-
-
-_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-def is_header_name(name: str) -> bool:
-    """Whether *name* is a valid HTTP field name (an RFC 9110 token)."""
-    return bool(name) and all(c in _TOKEN for c in name)
 
 
 _NOT_JSON = object()

@@ -1,6 +1,6 @@
 """Handlers: ``on(...)`` registration, filtering, and calling each handler in isolation.
 
-``on()`` is sugar over :mod:`receiver.signals`: it connects a filtering wrapper to the
+``on()`` is sugar over :mod:`receiver.handlers.signals`: it connects a filtering wrapper to the
 action's signal, for every app of the process. A :class:`Handlers` registry holds handlers of
 its own instead, for the apps it is given to (an app's registry is its receiver state's
 ``handlers``, in ``app.extensions["receiver"]``); :func:`isolated_handlers` undoes the
@@ -22,10 +22,10 @@ import typing as t
 import weakref
 
 from . import signals
-from .events import ACTIONS, REPOSITORY_ACTIONS, Event, RepositoryEvent, subject
-from .matcher import repository_fullmatch, tag_fullmatch
-from .rules import select_resources
-from .text import printable
+from ..core.events import ACTIONS, REPOSITORY_ACTIONS, Event, RepositoryEvent, subject
+from ..core.matcher import repository_fullmatch, tag_fullmatch
+from ..core.filters import select_resources
+from ..core.text import printable
 
 __all__ = [
     "Handler",
@@ -183,7 +183,7 @@ def on(
     its only argument, and only when every filter given matches:
 
     :param action_or_actions: a wire name such as ``"pushImage"``, an event class such as
-        :class:`~receiver.events.PushImage`, or several of either.
+        :class:`~receiver.core.events.PushImage`, or several of either.
     :param namespace: the repository's namespace, exactly.
     :param repository: a repository pattern, relative to the namespace (``/app*/**``).
     :param tag: a tag pattern; the handler gets an event carrying only the matching

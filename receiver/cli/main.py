@@ -20,18 +20,18 @@ import typing as t
 
 import click
 
-from . import __version__
-from .matcher import PatternError, repository_fullmatch, tag_fullmatch
-from .events import (ACTIONS, REPOSITORY_ACTIONS, SEVERITIES, Event, build_event,
+from .. import __version__
+from ..core.matcher import PatternError, repository_fullmatch, tag_fullmatch
+from ..core.events import (ACTIONS, REPOSITORY_ACTIONS, SEVERITIES, Event, build_event,
                      parse_reference, subject)
-from .formats import FORMATS
-from .rules import DEFAULT_ACTIONS, RuleError, TriggerRule, parse_header
-from .sender import (DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, MAX_SECONDS, Sender,
+from ..core.formats import FORMATS
+from ..registry.rules import DEFAULT_ACTIONS, RuleError, TriggerRule, parse_header
+from ..registry.sender import (DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, MAX_SECONDS, Sender,
                      wire_format)
-from .text import printable
-from .jobs import JOB_STATUSES, Job, Queue, QueueError, QueueUnavailable, open_queue
-from .jobs.base import iso
-from .store import STATUSES, Delivery, NotFound, Store, default_db_path
+from ..core.text import printable
+from ..jobs import JOB_STATUSES, Job, Queue, QueueError, QueueUnavailable, open_queue
+from ..jobs.base import iso
+from ..registry.store import STATUSES, Delivery, NotFound, Store, default_db_path
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
@@ -422,7 +422,7 @@ def _operator() -> str:
 
 def _parse_ref(ref: str) -> tuple[str, list[str] | None, str | None]:
     """REF as (repository, tags, digest), in the grammar of ``deliver()``
-    (:func:`receiver.events.parse_reference`): ``NS/REPO`` (tags ``None``: ``latest``),
+    (:func:`receiver.core.events.parse_reference`): ``NS/REPO`` (tags ``None``: ``latest``),
     ``NS/REPO:TAG[,TAG...]``, ``NS/REPO@DIGEST`` or ``NS/REPO:TAG@DIGEST``."""
     try:
         return parse_reference(ref)
@@ -766,10 +766,10 @@ def _paths(messages: t.Any, path: str = "") -> list[str]:
 
 def _check(name: str, raw: bytes, format_: str, strict: bool) -> _Verdict:
     """The verdict the receiver would reach on *raw* (and, with *strict*, its unknown keys)."""
-    from .blueprint import Rejection, decode  # the receiver's own rules for a body
-    from .formats import detect, guess
-    from .formats.strict import unknown_keys
-    from .schemas import UnknownAction, ValidationError, load_event
+    from ..web.endpoint import Rejection, decode  # the receiver's own rules for a body
+    from ..core.formats import detect, guess
+    from ..core.formats.strict import unknown_keys
+    from ..core.schemas import UnknownAction, ValidationError, load_event
 
     try:
         _, data = decode(raw)
@@ -863,7 +863,7 @@ def schema(format_: str | None) -> None:
     \b
       receiver schema --format harbor > harbor.schema.json
     """
-    from .formats.jsonschema import json_schema
+    from ..core.formats.jsonschema import json_schema
 
     if format_ is not None:
         emit_json(json_schema(FORMATS[format_]))
@@ -914,8 +914,8 @@ def worker(ctx: click.Context, threads: int, queue_url: str | None) -> None:
     """
     from flask import Flask
 
-    from .app import ConfigError, configure_logging, import_handlers, load_config
-    from .runner import make_pool
+    from ..web.app import ConfigError, configure_logging, import_handlers, load_config
+    from ..handlers.runner import make_pool
 
     queue = _queue(ctx, queue_url)
     config = load_config({"RECEIVER_WORKERS": threads})

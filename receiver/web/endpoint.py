@@ -15,13 +15,13 @@ import typing as t
 
 from flask import Blueprint, Request, Response, current_app, request
 
-from . import signals
-from .dispatch import dispatch, matching_handlers, send_isolated
-from .events import Event, subject
-from .formats.cloudevents import is_binary, structured
-from .jobs import EventRecord, QueueUnavailable
-from .schemas import UnknownAction, ValidationError, load_event
-from .text import printable
+from ..handlers import signals
+from ..handlers.dispatch import dispatch, matching_handlers, send_isolated
+from ..core.events import Event, subject
+from ..core.formats.cloudevents import is_binary, structured
+from ..jobs import EventRecord, QueueUnavailable
+from ..core.schemas import UnknownAction, ValidationError, load_event
+from ..core.text import printable
 
 if t.TYPE_CHECKING:
     from flask import Flask

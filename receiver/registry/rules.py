@@ -1,7 +1,7 @@
 """Trigger rules: the registry's webhook configuration, validated, and the rule matcher.
 
 A :class:`TriggerRule` is checked completely when it is made, patterns included, so a bad
-rule never fails later while an event is matched. Storage is :mod:`receiver.store`'s.
+rule never fails later while an event is matched. Storage is :mod:`receiver.registry.store`'s.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import re
 import typing as t
 from urllib.parse import urlsplit
 
-from .auth import is_header_name
-from .events import ACTIONS, REPOSITORY_ACTIONS, Event, RepositoryEvent, Resource
-from .formats import FORMATS, Format
-from .matcher import PatternError, repository_fullmatch, tag_fullmatch
+from ..core.events import ACTIONS, REPOSITORY_ACTIONS, Event, RepositoryEvent, Resource
+from ..core.formats import FORMATS, Format
+from ..core.filters import select_resources
+from ..core.matcher import PatternError, repository_fullmatch, tag_fullmatch
+from ..core.text import is_header_name
 
 __all__ = [
     "DEFAULT_ACTIONS",
@@ -119,32 +120,6 @@ def check_header(key: str, value: str) -> tuple[str, str]:
     return key, value
 
 
-def select_resources(
-    event: Event, *, namespace: str | None, repository: str | None, tag: str | None
-) -> tuple[Resource, ...] | None:
-    """The resources of *event* that a filter keeps, or ``None`` when it does not fire.
-
-    The registry's rule semantics, shared by trigger rules and ``on()`` handlers: the
-    namespace must be equal, the repository pattern must match the name relative to the
-    namespace, and with a tag pattern at least one resource's tag must match; only those
-    resources are kept. Empty or ``None`` filters match everything.
-    """
-    if not isinstance(event, RepositoryEvent):
-        # Replication and retention events have no repository: only an empty filter fires.
-        return () if namespace is None and not repository and not tag else None
-    repo = event.repository
-    if namespace is not None and repo.namespace != namespace:
-        return None
-    if repository and repository_fullmatch(repository)(repo.name) is None:
-        return None
-    if not tag:
-        return event.resources
-    fullmatch = tag_fullmatch(tag)
-    # A resource without a tag (an artifact pushed by digest) never matches a tag pattern.
-    matched = tuple(r for r in event.resources if r.tag and fullmatch(r.tag) is not None)
-    return matched or None
-
-
 @dataclasses.dataclass(frozen=True)
 class TriggerRule:
     """One trigger rule, as in the registry's console.
@@ -152,7 +127,7 @@ class TriggerRule:
     :param name: lower-case letters, digits and ``-._``, starting with a letter or digit,
         at most 64 characters; unique in a store.
     :param url: the http(s) target.
-    :param actions: action names the rule listens to (any of :data:`~receiver.events.ACTIONS`
+    :param actions: action names the rule listens to (any of :data:`~receiver.core.events.ACTIONS`
         that its format carries); default the console's four, as far as the format goes.
     :param namespace: the namespace it applies to; ``None`` for every namespace.
     :param repository: a repository pattern relative to the namespace; empty matches all.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from blinker import Namespace
 
-from .events import ACTIONS
+from ..core.events import ACTIONS
 
 __all__ = [
     "action_signals",

@@ -2,7 +2,7 @@
 
 ``load_event`` is the receiver's way in (a JSON-decoded body to a typed :class:`Event`,
 whatever format it is in); ``dump_event`` is the sender's way out. The formats themselves are
-declared in :mod:`receiver.formats`. Nothing here does I/O or knows about Flask.
+declared in :mod:`receiver.core.formats`. Nothing here does I/O or knows about Flask.
 """
 
 from __future__ import annotations

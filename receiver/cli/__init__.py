@@ -1,0 +1,5 @@
+"""The ``receiver`` command."""
+
+from .main import main
+
+__all__ = ["main"]

@@ -1,0 +1,25 @@
+"""Text checks: untrusted text made safe for a log line, and HTTP field names.
+
+Imports nothing of the package."""
+
+from __future__ import annotations
+
+import typing as t
+
+__all__ = ["is_header_name", "printable"]
+
+
+def printable(value: t.Any) -> str:
+    """*value* for a log line: as is when printable, else its repr, so that a newline (or a
+    C1 control such as NEL, which ``str.splitlines`` also splits on) in a repository name,
+    tag, type or content type cannot forge log lines."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
+
+
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def is_header_name(name: str) -> bool:
+    """Whether *name* is a valid HTTP field name (an RFC 9110 token)."""
+    return bool(name) and all(c in _TOKEN for c in name)
