@@ -37,7 +37,7 @@ def make_pool(app: Flask, queue: Queue, config: t.Mapping[str, t.Any]) -> Pool:
 
     :raises ConfigError: a setting is out of range.
     """
-    from ..web.app import number
+    from ..web.settings import number
 
     def execute(claim: Claim) -> None:
         event = _event(claim)

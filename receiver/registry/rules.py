@@ -11,7 +11,7 @@ import re
 import typing as t
 from urllib.parse import urlsplit
 
-from ..core.events import ACTIONS, REPOSITORY_ACTIONS, Event, RepositoryEvent, Resource
+from ..core.events import ACTIONS, REPOSITORY_ACTIONS, Event, Resource
 from ..core.formats import FORMATS, Format
 from ..core.filters import select_resources
 from ..core.matcher import PatternError, repository_fullmatch, tag_fullmatch

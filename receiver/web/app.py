@@ -21,14 +21,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-import math
 import os
 import sys
 import time
 import traceback
 import typing as t
 
-from flask import Config, Flask, Response, jsonify
+from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from ..handlers import signals
@@ -36,8 +35,8 @@ from .auth import AuthConfigError, HeaderAuth, parse_auth_headers
 from .endpoint import bp
 from ..handlers.dispatch import Handlers
 from ..core.events import RepositoryEvent
-from ..jobs import Queue, QueueError, QueueUnavailable, open_queue
-from ..jobs.worker import Pool
+from ..jobs import QueueError, QueueUnavailable, open_queue
+from .settings import MAX_SECONDS, ConfigError, ReceiverState, load_config, number
 from ..core.text import printable
 
 __all__ = ["ConfigError", "Receiver", "ReceiverState", "create_app"]
@@ -46,28 +45,6 @@ log = logging.getLogger("receiver")
 
 DEFAULT_PATH = "/webhook"
 DEFAULT_MAX_BODY = 1024 * 1024
-
-
-class ConfigError(ValueError):
-    """A ``RECEIVER_*`` setting is wrong; the message names it and never holds a secret."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ReceiverState:
-    """One app's receiver settings, kept in ``app.extensions["receiver"]``."""
-
-    path: str
-    auth: HeaderAuth
-    max_body: int
-    #: ``None`` in ``sync`` mode: handlers run in the request.
-    queue: Queue | None = None
-    #: The worker threads of this process; ``None`` in ``sync`` mode.
-    pool: Pool | None = None
-    #: Seconds during which the same event id is a duplicate.
-    window: float = 86400.0
-    #: The app's own handlers; ``None``: the process-wide ones registered with ``on()``.
-    #: The one place an app's registry is kept: :mod:`receiver.handlers.dispatch` reads it here.
-    handlers: Handlers | None = None
 
 
 _UNSET: t.Any = object()
@@ -179,39 +156,6 @@ def _state_from(config: t.Mapping[str, t.Any], **given: t.Any) -> ReceiverState:
                          queue=queue, window=window)
 
 
-#: The largest number of seconds a setting takes: ten years.
-MAX_SECONDS = 10 * 365 * 86400
-
-
-def number(config: t.Mapping[str, t.Any], key: str, default: float, *, minimum: float,
-           maximum: float = MAX_SECONDS, integer: bool = False, above: bool = False) -> t.Any:
-    """The numeric setting *key*, checked: at least *minimum* (or above it), at most
-    *maximum*."""
-    value = config.get(key, default)
-    if isinstance(value, str):
-        try:
-            value = float(value) if not integer else int(value)
-        except ValueError:
-            pass
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and integer and value != int(value):
-        ok = False
-    if ok and (value <= minimum if above else value < minimum):
-        ok = False
-    if ok and value > maximum:
-        ok = False
-    if not ok:
-        kind = "a whole number" if integer else "a number"
-        bound = f"above {_shown(minimum)}" if above else f"at least {_shown(minimum)}"
-        raise ConfigError(f"{key} must be {kind} {bound} and at most {_shown(maximum)}, "
-                          f"got {value!r}")
-    return int(value) if integer else float(value)
-
-
-def _shown(x: float) -> str:
-    return str(int(x)) if x == int(x) else f"{x:g}"
-
-
 def _in_gunicorn_master() -> bool:
     """Whether gunicorn's arbiter is loading the app before it forks (``--preload``)."""
     arbiter = sys.modules.get("gunicorn.arbiter")
@@ -223,22 +167,6 @@ def _in_gunicorn_master() -> bool:
             return True
         frame = frame.f_back  # type: ignore[assignment]
     return False
-
-
-def load_config(config: t.Mapping[str, t.Any] | None = None, *,
-                env: bool = True) -> dict[str, t.Any]:
-    """``RECEIVER_*`` environment variables (values parsed as JSON where they are JSON,
-    as Flask's ``from_prefixed_env`` does), overridden by *config*.
-
-    :param env: ``False``: *config* alone; the environment is not read.
-    """
-    out: dict[str, t.Any] = {}
-    if env:
-        variables = Config("")
-        variables.from_prefixed_env("RECEIVER")
-        out = {f"RECEIVER_{key}": value for key, value in variables.items()}
-    out.update(config or {})
-    return out
 
 
 class _Formatter(logging.Formatter):

@@ -26,7 +26,7 @@ from ..core.text import printable
 if t.TYPE_CHECKING:
     from flask import Flask
 
-    from .app import ReceiverState
+    from .settings import ReceiverState
 
 log = logging.getLogger("receiver")
 

@@ -1,176 +1,21 @@
-"""The ``receiver`` command: try patterns, manage trigger rules, send events, read the log,
-check bodies against the wire formats.
-
-This module only parses arguments and prints; the work is done by the modules it calls.
-Every mistake a user can make ends with one line on stderr and exit status 2.
-"""
+"""The registry's side: ``rules``, ``emit``, ``send``, ``redeliver`` and ``logs``."""
 
 from __future__ import annotations
 
-import dataclasses
 import getpass
-import json
-import math
-import os
-import signal
 import sqlite3
-import sys
-import threading
 import typing as t
 
 import click
 
-from .. import __version__
-from ..core.matcher import PatternError, repository_fullmatch, tag_fullmatch
 from ..core.events import (ACTIONS, REPOSITORY_ACTIONS, SEVERITIES, Event, build_event,
-                     parse_reference, subject)
+                           parse_reference)
 from ..core.formats import FORMATS
 from ..registry.rules import DEFAULT_ACTIONS, RuleError, TriggerRule, parse_header
-from ..registry.sender import (DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, MAX_SECONDS, Sender,
-                     wire_format)
-from ..core.text import printable
-from ..jobs import JOB_STATUSES, Job, Queue, QueueError, QueueUnavailable, open_queue
-from ..jobs.base import iso
+from ..registry.sender import (DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, MAX_SECONDS,
+                               Sender, wire_format)
 from ..registry.store import STATUSES, Delivery, NotFound, Store, default_db_path
-
-F = t.TypeVar("F", bound=t.Callable[..., t.Any])
-
-
-class UserError(click.ClickException):
-    """A mistake of the user's: one line on stderr, exit status 2."""
-
-    exit_code = 2
-
-    def show(self, file: t.IO[str] | None = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-class _Terminated(Exception):
-    """SIGTERM arrived; raised in the main thread so that deliveries close their rows."""
-
-
-def _on_sigterm(signum: int, frame: t.Any) -> None:
-    raise _Terminated()
-
-
-def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    if not math.isfinite(value):
-        raise click.BadParameter("must be a finite number of seconds")
-    return value
-
-
-class _Group(click.Group):
-    """A group whose usage errors are one line on stderr, exit status 2, like ours."""
-
-    def main(self, *args: t.Any, standalone_mode: bool = True, **kwargs: t.Any) -> t.Any:
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
-        previous: dict[int, t.Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
-                previous[sig] = signal.signal(sig, _on_sigterm)
-        try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
-        except click.exceptions.NoArgsIsHelpError as exc:
-            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
-            sys.exit(2)
-        except click.UsageError as exc:
-            where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
-            message = exc.format_message()
-            if message.startswith("Got unexpected extra argument"):
-                # Not echoed: a 'Key: Value' that lost its --header is usually a secret.
-                message = "unexpected extra arguments (a header needs --header 'Key: Value')"
-            click.echo(f"error: {where}{message} (see --help)", err=True)
-            sys.exit(2)
-        except click.ClickException as exc:
-            exc.show()
-            sys.exit(exc.exit_code)
-        except click.Abort:
-            click.echo("aborted", err=True)
-            sys.exit(1)
-        except _Terminated:
-            click.echo("terminated", err=True)
-            sys.exit(143)
-        except sqlite3.Error as exc:
-            click.echo(f"error: the store failed: {exc}", err=True)
-            sys.exit(1)
-        except QueueUnavailable as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        except UnicodeEncodeError:
-            click.echo("error: an argument is not valid UTF-8 text", err=True)
-            sys.exit(2)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        sys.exit(result if isinstance(result, int) else 0)
-
-
-def emit_json(data: t.Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="receiver")
-@click.option("--db", envvar="RECEIVER_DB", metavar="PATH", show_envvar=True,
-              help=f"The SQLite store of rules and trigger log [default: {default_db_path()}].")
-@click.pass_context
-def main(ctx: click.Context, db: str | None) -> None:
-    """Receive, send and test TCR / Harbor webhook events.
-
-    \b
-    Try a pattern:        receiver match --repository '/app*/**' app1/web
-    Manage rules:         receiver rules create NAME --url URL ...
-    Fire an event:        receiver emit pushImage prod/app:v1 --format harbor
-    Read the trigger log: receiver logs
-    Check a body:         receiver validate body.json --strict
-    Get a JSON Schema:    receiver schema --format cloudevents
-    See handler jobs:     receiver jobs --status dead
-
-    The receiver itself runs under gunicorn: `gunicorn wsgi:app`.
-    """
-    ctx.ensure_object(dict)["db"] = db
-
-
-@main.command()
-@click.option("--repository", "repository", metavar="PATTERN", help="A repository pattern.")
-@click.option("--tag", "tag", metavar="PATTERN", help="A tag pattern.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.argument("names", nargs=-1, required=True)
-def match(repository: str | None, tag: str | None, as_json: bool, names: tuple[str, ...]) -> None:
-    """Test NAMES against a repository or tag pattern, as a trigger rule would.
-
-    Repository names are relative to the namespace (`path1/app` in `public`); a leading
-    `/` in the pattern is optional and an empty pattern matches everything.
-
-    \b
-      receiver match --repository '/{path1, path2}*/**' path1x/app other/app
-      receiver match --tag '{env1*, env2*}' env1-a env3
-
-    Prints one line per name, `NAME match` or `NAME no match`, and exits 0; a malformed
-    pattern is reported on stderr with exit status 2.
-    """
-    if (repository is None) == (tag is None):
-        raise UserError("give exactly one of --repository PATTERN or --tag PATTERN")
-    try:
-        if repository is not None:
-            fullmatch, pattern, kind = repository_fullmatch(repository), repository, "repository"
-        else:
-            assert tag is not None
-            fullmatch, pattern, kind = tag_fullmatch(tag), tag, "tag"
-    except PatternError as exc:
-        raise UserError(str(exc)) from None
-    results = [(name, fullmatch(name) is not None) for name in names]
-    if as_json:
-        emit_json(
-            {
-                kind: pattern,
-                "results": [{"name": n, "match": m} for n, m in results],
-            }
-        )
-        return
-    for name, matched in results:
-        click.echo(f"{name} {'match' if matched else 'no match'}")
+from .common import F, UserError, _finite, _print_table, emit_json
 
 
 # --- trigger rules ------------------------------------------------------------------------
@@ -237,7 +82,7 @@ def _rule_options(create: bool) -> t.Callable[[F], F]:
     return decorate
 
 
-@main.group()
+@click.group()
 def rules() -> None:
     """Create, configure, enable, disable, list and delete trigger rules.
 
@@ -571,7 +416,7 @@ def _check_format(format_: str | None, event: Event) -> None:
             raise UserError(str(exc)) from None
 
 
-@main.command(help="""Fire ACTION through the matching rules, as the registry would.
+@click.command(help="""Fire ACTION through the matching rules, as the registry would.
 """ + _REF_HELP + """
     Every enabled rule that matches gets one delivery in the rule's format (see `rules
     show`), or in --format for all of them, logged in the trigger log. Prints one line per
@@ -613,7 +458,7 @@ def emit(ctx: click.Context, action: str, ref: str | None, format_: str | None, 
     _report(deliveries, as_json)
 
 
-@main.command(help="""Send one ACTION event to --url, without any rule.
+@click.command(help="""Send one ACTION event to --url, without any rule.
 """ + _REF_HELP + """
     \b
       receiver send pushImage prod/app:v1 --url http://127.0.0.1:8000/webhook \\
@@ -644,7 +489,7 @@ def send(ctx: click.Context, action: str, ref: str | None, url: str, headers: tu
     _report([delivery], as_json)
 
 
-@main.command()
+@click.command()
 @click.argument("task_id", type=click.IntRange(1, 2**63 - 1))
 @click.option("--header", "headers", multiple=True, metavar="'KEY: VALUE'",
               help="Headers for a task sent without a rule (their values are never logged).")
@@ -664,7 +509,7 @@ def redeliver(ctx: click.Context, task_id: int, headers: tuple[str, ...], timeou
     _report([delivery], as_json)
 
 
-@main.command()
+@click.command()
 @click.argument("rule", required=False)
 @click.option("--status", type=click.Choice(STATUSES), help="Only rows with this status.")
 @click.option("--limit", type=click.IntRange(1, 2**63 - 1), default=20, show_default=True,
@@ -693,385 +538,3 @@ def logs(ctx: click.Context, rule: str | None, status: str | None, limit: int, a
         table.append((d.task_id, d.rule or "-", d.action, d.repository or "-", ",".join(d.tags) or "-",
                       d.status, d.http_status or "-", d.attempts, d.created_at, d.error or ""))
     _print_table(table)
-
-
-# --- checking bodies ----------------------------------------------------------------------
-
-#: How many problems a text line lists before it counts the rest (--json lists them all).
-_MAX_SHOWN = 20
-
-
-@dataclasses.dataclass(frozen=True)
-class _Verdict:
-    """What `receiver validate` found in one file."""
-
-    file: str
-    status: str  # "ok", "invalid" or "ignored" (a type no format knows: the receiver's 202)
-    format: str | None = None
-    type: str | None = None  # the body's wire type, as written (PUSH_ARTIFACT...)
-    action: str | None = None
-    repository: str | None = None
-    tags: tuple[str, ...] = ()
-    errors: tuple[str, ...] = ()
-    unknown_keys: tuple[str, ...] | None = None  # None: not looked for (no --strict)
-
-    def to_dict(self) -> dict[str, t.Any]:
-        return {
-            "file": self.file, "ok": self.status == "ok", "status": self.status,
-            "format": self.format, "type": self.type, "action": self.action,
-            "repository": self.repository,
-            "tags": list(self.tags), "errors": list(self.errors),
-            "unknown_keys": None if self.unknown_keys is None else list(self.unknown_keys),
-        }
-
-    def line(self) -> str:
-        name = printable(self.file)
-        if self.status == "ok":
-            what = self.action or ""
-            if self.repository is not None:
-                what += f" {printable(self.repository)} tags={printable(','.join(self.tags)) or '-'}"
-            return f"{name}: ok {what} ({self.format})"
-        if self.status == "ignored":
-            return f"{name}: ignored: {self.errors[0]}"
-        problems = [*self.errors, *(f"unknown key {k}" for k in self.unknown_keys or ())]
-        shown = "; ".join(printable(p) for p in problems[:_MAX_SHOWN])
-        more = len(problems) - _MAX_SHOWN
-        return f"{name}: invalid: {shown}" + (f"; and {more} more" if more > 0 else "")
-
-
-def _paths(messages: t.Any, path: str = "") -> list[str]:
-    """marshmallow's nested ``messages`` as ``path: message`` items, e.g.
-    ``event_data.resources[0].digest: Not a valid digest...``."""
-    if isinstance(messages, dict):
-        out = []
-        for key, value in messages.items():
-            if key == "_schema":
-                sub = path
-            elif isinstance(key, int):
-                sub = f"{path}[{key}]"
-            elif isinstance(key, str) and key.isidentifier():
-                sub = f"{path}.{key}" if path else key
-            else:  # a key of a mapping (a scan report's media type): as strict.py writes it
-                sub = f"{path}[{key!r}]"
-                if isinstance(value, dict) and set(value) <= {"key", "value"}:
-                    for part, inner in value.items():
-                        out += _paths(inner, sub if part == "value" else f"{sub} (key)")
-                    continue
-            out += _paths(value, sub)
-        return out
-    if isinstance(messages, list):
-        return [item for m in messages for item in _paths(m, path)]
-    return [f"{path}: {messages}" if path else str(messages)]
-
-
-def _check(name: str, raw: bytes, format_: str, strict: bool) -> _Verdict:
-    """The verdict the receiver would reach on *raw* (and, with *strict*, its unknown keys)."""
-    from ..web.endpoint import Rejection, decode  # the receiver's own rules for a body
-    from ..core.formats import detect, guess
-    from ..core.formats.strict import unknown_keys
-    from ..core.schemas import UnknownAction, ValidationError, load_event
-
-    try:
-        _, data = decode(raw)
-    except Rejection as exc:
-        return _Verdict(name, "invalid", errors=(exc.reason,))
-    fmt = FORMATS[format_] if format_ != "auto" else detect(data)
-    kind = data.get("type") if isinstance(data, dict) else None
-    kind = kind if isinstance(kind, str) else None  # every format's type is under "type"
-    try:
-        event = load_event(data, format_)
-    except UnknownAction as exc:
-        # No action: the receiver runs no handler. The type says what came.
-        return _Verdict(name, "ignored", format=exc.format, type=exc.action,
-                        errors=(f"unknown type {exc.action!r}",))
-    except ValidationError as exc:
-        errors = tuple(_paths(exc.messages))
-        unknown = tuple(unknown_keys(fmt, data)) if strict and fmt else (() if strict else None)
-        return _Verdict(name, "invalid", format=fmt.name if fmt else
-                        (guess(data) if isinstance(data, dict) else None), type=kind,
-                        action=fmt.types.get(kind) if fmt and kind is not None else None,
-                        errors=errors, unknown_keys=unknown)
-    except RecursionError:
-        return _Verdict(name, "invalid", type=kind, errors=("nested too deeply",))
-    full_name, tags = subject(event)
-    unknown = tuple(unknown_keys(FORMATS[event.format], data)) if strict else None
-    return _Verdict(name, "invalid" if unknown else "ok", format=event.format, type=kind,
-                    action=event.action, repository=full_name or None, tags=tags,
-                    unknown_keys=unknown)
-
-
-def _read(name: str) -> bytes:
-    if name == "-":
-        return sys.stdin.buffer.read()
-    try:
-        with open(name, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise UserError(f"cannot read {printable(name)}: {exc.strerror or exc}") from None
-
-
-@main.command()
-@click.argument("files", nargs=-1, required=True, metavar="FILE...",
-                type=click.Path(exists=True, dir_okay=False, allow_dash=True))
-@click.option("--format", "format_", type=click.Choice(["auto", *FORMATS]), default="auto",
-              show_default=True,
-              help="Accept this format only; auto detects it from the body, as the receiver does.")
-@click.option("--strict", is_flag=True,
-              help="Also report every key the format does not declare, at any depth, as "
-                   "invalid: the registry's payload has grown past this version.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print a JSON list with one object per file: file, ok, status, format, "
-                   "type (the body's own), action (null unless a format knows the type), "
-                   "repository, tags, errors, unknown_keys.")
-def validate(files: tuple[str, ...], format_: str, strict: bool, as_json: bool) -> None:
-    """Check webhook bodies (JSON files; - reads standard input) as the receiver would.
-
-    Prints one line per file:
-
-    \b
-      body.json: ok pushImage prod/api tags=v1 (harbor)
-      bad.json: invalid: event_data.resources[0].digest: Not a valid digest...
-      new.json: ignored: unknown type 'ARTIFACT_LABELED'
-
-    An unknown type is what the receiver answers 202 "ignored" to: no handler runs. Exits 0
-    when every file is ok, 1 when one is invalid or ignored, 2 on a usage error (a file
-    that does not exist). A CloudEvent in binary mode (ce-* headers) has no file form.
-
-    \b
-      receiver validate samples/*.json --strict
-      curl -s https://example.com/hook.json | receiver validate - --format cloudevents
-    """
-    verdicts = [_check(name, _read(name), format_, strict) for name in files]
-    if as_json:
-        emit_json([v.to_dict() for v in verdicts])
-    else:
-        for v in verdicts:
-            click.echo(v.line())
-    if any(v.status != "ok" for v in verdicts):
-        raise SystemExit(1)
-
-
-@main.command()
-@click.option("--format", "format_", type=click.Choice(list(FORMATS)),
-              help="One format's schema [default: an object mapping each format to its schema].")
-def schema(format_: str | None) -> None:
-    """Print the JSON Schema (draft 2020-12) of a wire format's bodies.
-
-    Generated from the declaration the receiver loads bodies with, for contract tests and
-    for tools in other languages.
-
-    \b
-      receiver schema --format harbor > harbor.schema.json
-    """
-    from ..core.formats.jsonschema import json_schema
-
-    if format_ is not None:
-        emit_json(json_schema(FORMATS[format_]))
-    else:
-        emit_json({name: json_schema(fmt) for name, fmt in FORMATS.items()})
-
-
-# --- the receiver's queue ------------------------------------------------------------------
-
-_QUEUE_HELP = ("The receiver's queue: sqlite:///PATH or redis://HOST:PORT/DB "
-               "[default: sqlite under $XDG_DATA_HOME/receiver].")
-_queue_option = click.option("--queue", "queue_url", envvar="RECEIVER_QUEUE", show_envvar=True,
-                             metavar="URL", help=_QUEUE_HELP)
-
-
-def _queue(ctx: click.Context, url: str | None, existing: bool = False) -> Queue:
-    """The queue at *url*, opened once per command.
-
-    :param existing: refuse an SQLite file that does not exist, rather than create one.
-    """
-    if url == "sync":
-        raise UserError("RECEIVER_QUEUE is 'sync': handlers run in the request and there is no "
-                        "queue; give --queue URL")
-    try:
-        queue = open_queue(url)
-    except QueueError as exc:
-        raise UserError(str(exc)) from None
-    path = getattr(queue, "path", None)
-    if existing and path is not None and not path.exists():
-        raise UserError(f"no queue at {path}: a server creates it when it starts; is "
-                        "--queue (RECEIVER_QUEUE) what the server uses?")
-    ctx.call_on_close(queue.close)
-    return queue
-
-
-@main.command()
-@click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True,
-              help="Jobs run at once.")
-@_queue_option
-@click.pass_context
-def worker(ctx: click.Context, threads: int, queue_url: str | None) -> None:
-    """Run the receiver's handler jobs in the foreground, until Ctrl-C or SIGTERM.
-
-    For servers started with RECEIVER_WORKERS=0, which only queue. It imports the same
-    RECEIVER_HANDLERS as the servers (from the current directory too, as gunicorn does)
-    and reads the same RECEIVER_* settings (attempts, backoff, lease). On Ctrl-C or SIGTERM
-    it stops taking jobs, lets the running ones finish, and leaves the rest queued.
-    """
-    from flask import Flask
-
-    from ..web.app import ConfigError, configure_logging, import_handlers, load_config
-    from ..handlers.runner import make_pool
-
-    queue = _queue(ctx, queue_url)
-    config = load_config({"RECEIVER_WORKERS": threads})
-    if not config.get("RECEIVER_HANDLERS"):
-        raise UserError("RECEIVER_HANDLERS is not set: a worker runs the handlers the servers "
-                        "queue jobs for, so it needs the same handler modules")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        configure_logging(config.get("RECEIVER_LOG_LEVEL"))
-        modules = import_handlers(config["RECEIVER_HANDLERS"])
-        app = Flask("receiver")  # the sender of the handlers' signals, as in a server
-        app.config.update(config)
-        pool = make_pool(app, queue, config)
-    except ConfigError as exc:
-        raise UserError(f"configuration error: {exc}") from None
-    queue.check()
-    pool.start()
-    click.echo(f"worker: {threads} thread(s) on {queue.url}, handlers from "
-               f"{', '.join(modules)}; Ctrl-C to stop", err=True)
-    try:
-        threading.Event().wait()
-    except (KeyboardInterrupt, _Terminated):
-        click.echo("worker: stopping; waiting for the running jobs", err=True)
-    finally:
-        pool.stop()
-    click.echo("worker: stopped", err=True)
-
-
-@main.group(invoke_without_command=True)
-@click.option("--status", type=click.Choice(JOB_STATUSES), help="Only jobs with this status.")
-@click.option("--event", "event_id", metavar="ID",
-              help="Only the jobs of this event: its id, or the id's beginning as the table shows.")
-@click.option("--handler", metavar="NAME", help="Only jobs of this handler (module.function).")
-@click.option("--limit", type=click.IntRange(1, 100000), default=20, show_default=True,
-              help="At most this many jobs, newest first.")
-@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
-@_queue_option
-@click.pass_context
-def jobs(ctx: click.Context, status: str | None, event_id: str | None, handler: str | None,
-         limit: int, as_json: bool, queue_url: str | None) -> None:
-    """List the receiver's handler jobs, newest first; `jobs show` and `jobs retry` below.
-
-    \b
-      receiver jobs --status dead
-      receiver jobs show 12
-      receiver jobs retry --dead
-    """
-    ctx.ensure_object(dict)["queue_url"] = queue_url
-    if ctx.invoked_subcommand is not None:
-        return
-    queue = _queue(ctx, queue_url, existing=True)
-    if event_id is not None and len(event_id) < 32:
-        event_id = _full_event_id(queue, event_id)
-    found = queue.jobs(status=status, event_id=event_id, handler=handler, limit=limit)
-    if as_json:
-        emit_json([job.to_json() for job in found])
-        return
-    if not found:
-        click.echo("no jobs" + (" for that selection" if status or event_id or handler else ""),
-                   err=True)
-        return
-    table = [("JOB", "EVENT", "HANDLER", "ACTION", "REPOSITORY", "TAGS", "STATUS", "ATTEMPTS",
-              "UPDATED", "ERROR")]
-    for job in found:
-        # A succeeded job's last error is history: --json and `jobs show` keep it.
-        error = "" if job.status == "succeeded" else job.error or ""
-        table.append((job.job_id, job.event_id[:12], job.handler, job.action, job.repository or "-",
-                      ",".join(job.tags) or "-", job.status, job.attempts, iso(job.updated_at),
-                      error))
-    _print_table(table)
-
-
-def _full_event_id(queue: Queue, prefix: str) -> str:
-    """The event id that *prefix* begins, among the newest jobs; a UserError if ambiguous."""
-    ids = {job.event_id for job in queue.jobs(limit=10000) if job.event_id.startswith(prefix)}
-    if len(ids) > 1:
-        raise UserError(f"event id {prefix!r} is ambiguous: give more of it")
-    return ids.pop() if ids else prefix
-
-
-# The subcommands' own --queue reads no environment variable: the group's --queue (or
-# RECEIVER_QUEUE) applies unless it is given here.
-_sub_queue_option = click.option("--queue", "queue_url", metavar="URL", help=_QUEUE_HELP)
-
-
-def _queue_of(ctx: click.Context, queue_url: str | None) -> Queue:
-    return _queue(ctx, queue_url or ctx.obj.get("queue_url"), existing=True)
-
-
-@jobs.command("show")
-@click.argument("job_id", type=click.IntRange(1, 2**63 - 1))
-@click.option("--json", "as_json", is_flag=True, help="Print the job, its event's body included.")
-@_sub_queue_option
-@click.pass_context
-def jobs_show(ctx: click.Context, job_id: int, as_json: bool, queue_url: str | None) -> None:
-    """Show one job: its handler, status, attempts, last error and the event's body."""
-    job = _queue_of(ctx, queue_url).job(job_id)
-    if job is None:
-        raise UserError(f"no job {job_id}")
-    body = _body(job)
-    if as_json:
-        emit_json({**job.to_json(), "body": body})
-        return
-    for key, value in job.to_json().items():
-        if key == "tags":
-            value = ",".join(value) or "-"
-        click.echo(f"{key + ':':12} {'-' if value is None else value}")
-    if job.status == "queued" and job.run_at is not None:
-        click.echo(f"{'next run:':12} {iso(job.run_at)}")
-    click.echo("body:")
-    click.echo(json.dumps(body, indent=2, ensure_ascii=False))
-
-
-def _body(job: Job) -> t.Any:
-    try:
-        return json.loads(job.body or "null")
-    except ValueError:
-        return job.body
-
-
-@jobs.command("retry")
-@click.argument("job_ids", nargs=-1, type=click.IntRange(1, 2**63 - 1), metavar="JOB_ID...")
-@click.option("--dead", "every_dead", is_flag=True, help="Queue every dead job again.")
-@_sub_queue_option
-@click.pass_context
-def jobs_retry(ctx: click.Context, job_ids: tuple[int, ...], every_dead: bool,
-               queue_url: str | None) -> None:
-    """Queue dead jobs again with their attempts reset: JOB_ID... or --dead for all.
-
-    A running server or `receiver worker` picks them up within a second.
-    """
-    if job_ids and every_dead:
-        raise UserError("give JOB_ID... or --dead, not both")
-    if not job_ids and not every_dead:
-        raise UserError("give the JOB_IDs to queue again, or --dead for every dead job")
-    queue = _queue_of(ctx, queue_url)
-    queued = queue.requeue(None if every_dead else job_ids)
-    for job_id in queued:
-        click.echo(f"job {job_id} queued again")
-    if every_dead and not queued:
-        click.echo("no dead jobs", err=True)
-    missed = [job_id for job_id in job_ids if job_id not in queued]
-    for job_id in missed:
-        job = queue.job(job_id)
-        reason = "no such job" if job is None else f"it is {job.status}, not dead"
-        click.echo(f"error: job {job_id} not queued again: {reason}", err=True)
-    if missed:
-        raise SystemExit(1)
-
-
-def _print_table(rows: list[tuple[t.Any, ...]]) -> None:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
