@@ -192,7 +192,7 @@ def _load_map(raw: str) -> list[tuple[str, list[dict[str, t.Any]]]]:
         raise ValueError(f"{source} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         # A setting's mistake, whatever its type: ValueError, as for every setting here.
-        raise ValueError(  # noqa: TRY004
+        raise ValueError(
             f"{source} must be a JSON object mapping repositories to targets")
     mapping = []
     for key, value in data.items():

@@ -237,14 +237,14 @@ def _load_map(raw: str) -> list[tuple[str, Place]]:
     except ValueError as exc:
         raise ValueError(f"{source} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(  # noqa: TRY004
+        raise ValueError(
             f"{source} must be a JSON object mapping repositories to files")
     places = []
     for key, entry in data.items():
         where = f"{source}[{key!r}]"
         _pattern(where, key)
         if not isinstance(entry, dict):
-            raise ValueError(  # noqa: TRY004
+            raise ValueError(
                 f"{where} must be an object with the optional keys {', '.join(_ENTRY_KEYS)}")
         unknown = sorted(set(entry) - set(_ENTRY_KEYS))
         if unknown:
@@ -466,7 +466,9 @@ def _like(old: t.Any, new: str) -> str:
     return type(old)(new) if isinstance(old, ScalarString) else new
 
 
-def _set_kustomize(doc: dict[t.Any, t.Any], file: str, name: str, new_name: str, digest: str) -> bool:
+def _set_kustomize(
+    doc: dict[t.Any, t.Any], file: str, name: str, new_name: str, digest: str
+) -> bool:
     images = doc.get("images")
     if images is None:
         images = doc["images"] = CommentedSeq()

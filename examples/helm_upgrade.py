@@ -14,12 +14,14 @@ Two kinds of chart upload are deployed:
 
       helm list --filter ^api$ --namespace prod --output json     # what runs now?
       helm repo update prod                                        # learn of 0.3.1
-      helm upgrade --install api prod/api --version 0.3.1 --atomic --wait --timeout 300s --namespace prod
+      helm upgrade --install api prod/api --version 0.3.1 --atomic --wait --timeout 300s \\
+          --namespace prod
 
   ``prod/api`` is ``REPO/CHART``: a Helm repository that you add once, on the machine and
   as the user that runs the receiver, with credentials that can read the project::
 
-      helm repo add prod https://harbor.example.com/chartrepo/prod --username 'robot$prod+helm' --password ...
+      helm repo add prod https://harbor.example.com/chartrepo/prod \\
+          --username 'robot$prod+helm' --password ...
 
   The helm repository is named after the registry project unless ``HELM_REPO_NAME`` (or
   the release's ``repo``) says otherwise. Installing from the event's ``.tgz`` URL would
@@ -129,7 +131,8 @@ class Release:
     repo: str | None = None
 
     def describe(self) -> str:
-        return f"release {self.name}" + (f" in namespace {self.namespace}" if self.namespace else "")
+        where = f" in namespace {self.namespace}" if self.namespace else ""
+        return f"release {self.name}{where}"
 
 
 # Helm's own rule for release names (a DNS-1123 subdomain of at most 53 characters), and
@@ -139,7 +142,8 @@ _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _REPO_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _CHART = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(h|ms|m|s))+")
-# A chart version as helm reads it (SemVer 2, with helm's leniency: a 'v', a missing minor or patch).
+# A chart version as helm reads it (SemVer 2, with helm's leniency: a 'v', a missing minor or
+# patch).
 _VERSION = re.compile(r"v?(\d+)(?:\.(\d+))?(?:\.(\d+))?"
                       r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?")
 _ENTRY_KEYS = ("release", "namespace", "values", "repo")
@@ -187,14 +191,14 @@ def _load_releases(raw: str) -> list[tuple[str, dict[str, t.Any]]]:
     except ValueError as exc:
         raise ValueError(f"{source} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(  # noqa: TRY004
+        raise ValueError(
             f"{source} must be a JSON object mapping chart repositories to releases")
     releases = []
     for key, entry in data.items():
         where = f"{source}[{key!r}]"
         compile_pattern(key)  # a malformed pattern raises PatternError, naming it
         if not isinstance(entry, dict):
-            raise ValueError(  # noqa: TRY004
+            raise ValueError(
                 f"{where} must be an object with the keys {', '.join(_ENTRY_KEYS)}")
         unknown = sorted(set(entry) - set(_ENTRY_KEYS))
         if unknown:
@@ -203,9 +207,11 @@ def _load_releases(raw: str) -> list[tuple[str, dict[str, t.Any]]]:
         if "release" in entry:
             _check_release(entry["release"], f"{where}.release")
         namespace = entry.get("namespace")
-        if namespace is not None and (not isinstance(namespace, str) or not _LABEL.fullmatch(namespace)
+        if namespace is not None and (not isinstance(namespace, str)
+                                      or not _LABEL.fullmatch(namespace)
                                       or len(namespace) > 63):
-            raise ValueError(f"{where}.namespace: {namespace!r} is not a valid Kubernetes namespace")
+            raise ValueError(
+                f"{where}.namespace: {namespace!r} is not a valid Kubernetes namespace")
         repo = entry.get("repo")
         if repo is not None and (not isinstance(repo, str) or not _REPO_NAME.fullmatch(repo)):
             raise ValueError(f"{where}.repo: {repo!r} is not a helm repository name")
@@ -343,9 +349,11 @@ def upgrade(release: Release, chart_ref: str, chart: str, version: str, what: st
         if deployed is not None and deployed[0] == "deployed":
             running = deployed[1]
             if running == f"{chart}-{version}":
-                log.info("%s already runs %s (%s); nothing to do", release.describe(), running, what)
+                log.info("%s already runs %s (%s); nothing to do", release.describe(), running,
+                         what)
                 return
-            older = _precedence(running[len(chart) + 1:]) if running.startswith(chart + "-") else None
+            older = (_precedence(running[len(chart) + 1:]) if running.startswith(chart + "-")
+                     else None)
             newer = _precedence(version)
             if older is not None and newer is not None and older > newer:
                 log.info("%s runs %s, newer than %s (%s); not downgrading", release.describe(),
@@ -416,7 +424,8 @@ def upgrade_pushed_chart(event: PushImage) -> None:
         return
     host = REGISTRY_HOST or next((r.url.split("/", 1)[0] for r in event.resources if r.url), None)
     if not host:
-        raise HelmError(f"push of {printable(full_name)} names no registry host; set HELM_REGISTRY_HOST")
+        raise HelmError(
+            f"push of {printable(full_name)} names no registry host; set HELM_REGISTRY_HOST")
     chart = full_name.rsplit("/", 1)[-1]
     upgrade(release, f"oci://{host}/{full_name}", chart, _one_version(versions, what), what)
 

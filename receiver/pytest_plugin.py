@@ -50,7 +50,7 @@ from __future__ import annotations
 import json
 import sys
 import typing as t
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -59,8 +59,8 @@ if t.TYPE_CHECKING:
     from flask.testing import FlaskClient
     from werkzeug.test import TestResponse
 
-    from receiver.handlers.dispatch import Handlers
     from receiver.core.events import Event
+    from receiver.handlers.dispatch import Handlers
 
 __all__ = [
     "deliver",
@@ -294,7 +294,7 @@ def _build(action: str, target: str | None, format: str | None,
             shift = 0
             while event_id(body) in delivered:
                 shift += 1
-                later = datetime.now(UTC) + timedelta(seconds=shift)
+                later = datetime.now(timezone.utc) + timedelta(seconds=shift)
                 body = make_body(action, full_name, tags, format=format, occurred_at=later,
                                  **kwargs)
     except (ValueError, TypeError) as exc:

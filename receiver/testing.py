@@ -22,10 +22,10 @@ import json
 import typing as t
 from importlib import resources
 
-from .handlers import signals
-from .handlers.dispatch import isolated_handlers
 from .core.events import Event, build_event
 from .core.schemas import dump_event, event_id
+from .handlers import signals
+from .handlers.dispatch import isolated_handlers
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -108,7 +108,7 @@ def make_body(action: str = "pushImage", full_name: str | None = "public/nginx",
 
 
 def _sample_dir(format: str) -> t.Any:
-    return resources.files(__package__).joinpath("samples", format)
+    return resources.files(__package__).joinpath("samples").joinpath(format)
 
 
 def samples(format: str | None = None) -> list[tuple[str, str]]:

@@ -6,10 +6,10 @@ import os
 import typing as t
 
 import pytest
+from wire import SEED_PATH
 
 from receiver import create_app, off
 from receiver.handlers import dispatch as dispatch_module
-from wire import SEED_PATH
 
 SECRET = "s3cret-value-never-logged"
 AUTH = {"Authentication": SECRET}

@@ -125,7 +125,7 @@ class Target:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 target.requests.append((dict(self.headers), list(self.headers.items()), body))
                 if target.hang:

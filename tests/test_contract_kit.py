@@ -12,10 +12,10 @@ import textwrap
 import pytest
 
 from receiver import on
-from receiver.handlers.dispatch import Handlers
 from receiver.core.events import REPOSITORY_ACTIONS, event_class
 from receiver.core.formats import detect
 from receiver.core.schemas import load_event
+from receiver.handlers.dispatch import Handlers
 from receiver.testing import make_body, make_event, sample, samples
 
 SHIPPED = samples()

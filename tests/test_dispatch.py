@@ -25,7 +25,7 @@ def test_on_refuses_unknown_actions_and_bad_patterns():
         on("push")
     with pytest.raises(ValueError, match="at least one action"):
         on([])
-    with pytest.raises(PatternError, match="unclosed '{'"):
+    with pytest.raises(PatternError, match=r"unclosed '\{'"):
         on("pushImage", repository="/{a")(lambda e: None)
 
 

@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-R = pytest.param
-
 from receiver.core.events import ACTIONS, PushImage, Repository, Resource, build_event, event_class
+
+R = pytest.param
 
 
 def test_events_are_frozen():

@@ -185,7 +185,7 @@ def run_all(env: dict[str, str], commands: t.Sequence[t.Sequence[str]]) -> None:
     procs = [subprocess.Popen([sys.executable, "-m", "receiver", *args], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for args in commands[1:]]
-    for args, proc in zip(commands[1:], procs):
+    for args, proc in zip(commands[1:], procs, strict=True):
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, (args, out, err)
 

@@ -124,7 +124,8 @@ class Remote:
         """The remote's main, newest first: sha, parents, author, message."""
         out = self.git("--git-dir", str(self.bare), "log", "main",
                        "--format=%H%x00%P%x00%an <%ae>%x00%B%x1e")
-        return [dict(zip(("sha", "parents", "author", "message"), entry.strip("\n").split("\0")))
+        return [dict(zip(("sha", "parents", "author", "message"), entry.strip("\n").split("\0"),
+                         strict=True))
                 for entry in out.split("\x1e") if entry.strip()]
 
     def commit_from_other(self, path: str, change: t.Callable[[str], str], subject: str) -> None:
@@ -282,7 +283,7 @@ def test_pushes_at_once_are_committed_one_after_the_other(server):
         [sys.executable, "-m", "receiver", "send", "pushImage", ref, "--url", server.url + "/webhook",
          "--format", fmt, "--host", HOST, "--header", f"Authentication: {SECRET}"],
         env=server.cli_env, stdout=subprocess.DEVNULL) for ref, fmt in zip(
-            refs.values(), ("tcr", "harbor", "cloudevents"))]
+            refs.values(), ("tcr", "harbor", "cloudevents"), strict=True)]
     assert [send.wait(timeout=60) for send in sends] == [0, 0, 0]
     for repository in refs:
         job = max(server.settled(repository, earlier[repository] + 1), key=lambda j: j.job_id)

@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schema_strategy import from_schema, json_any
 
 from receiver import on
 from receiver.core.events import (
@@ -27,7 +28,6 @@ from receiver.core.formats import FORMATS, detect
 from receiver.core.formats.jsonschema import json_schema
 from receiver.core.formats.strict import unknown_keys
 from receiver.core.schemas import UnknownAction, ValidationError, dump_event, load_event
-from schema_strategy import from_schema, json_any
 
 SAMPLES = pathlib.Path(__file__).parent.parent / "receiver" / "samples"
 SAMPLE_FILES = sorted(SAMPLES.glob("*/*.json"))
@@ -121,10 +121,10 @@ def _paths(value, prefix=()):
     yield prefix
     if isinstance(value, dict):
         for k, v in value.items():
-            yield from _paths(v, prefix + (k,))
+            yield from _paths(v, (*prefix, k))
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            yield from _paths(v, prefix + (i,))
+            yield from _paths(v, (*prefix, i))
 
 
 def _declared_keys():

@@ -173,8 +173,8 @@ def test_binary_mode_never_queues_an_auth_header_and_an_empty_one_is_no_ping(tmp
 
 def test_a_tcr_quota_event_reads_back_as_the_level_it_was_sent_as():
     """TCR has one quota type for both levels; the sender writes a text that says which."""
-    from receiver.testing import make_event
     from receiver.core.schemas import dump_event, load_event
+    from receiver.testing import make_event
 
     for action, details in (("quotaExceed", "quota usage reach 85%: storage used 9 of 10"),
                             ("quotaWarning", "adding 1 GiB ... will exceed the upper limit"),

@@ -135,7 +135,7 @@ def test_handlers_and_receiver_handlers_together_are_refused(monkeypatch, tmp_pa
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ConfigError, match="RECEIVER_HANDLERS is set, but create_app"):
         create_app({**SYNC, "RECEIVER_HANDLERS": "isolation_mod"}, handlers=Handlers())
-    with pytest.raises(TypeError, match="takes a receiver.Handlers registry, not list"):
+    with pytest.raises(TypeError, match=r"takes a receiver\.Handlers registry, not list"):
         create_app(SYNC, handlers=[print])
 
 

@@ -1,4 +1,5 @@
-"""The pattern language: SPEC.md's table, its decisions, malformed patterns and properties."""
+"""The pattern language: docs/patterns.md's examples, its decisions, malformed patterns and
+properties."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from receiver.core.matcher import PatternError, compile_pattern, repository_matc
 
 R = pytest.param
 
-# SPEC.md's table: (pattern, names that match, names that don't).
+# docs/patterns.md's examples: (pattern, names that match, names that don't).
 REPOSITORY_TABLE = [
     R("**", ["app", "a/b/c", "path1/x"], [], id="every-repository-globstar"),
     R("", ["app", "a/b/c"], [], id="every-repository-empty"),
@@ -68,7 +69,7 @@ DECISIONS = [
 
 @pytest.mark.parametrize("pattern, yes, no", REPOSITORY_TABLE + DECISIONS)
 def test_repository_patterns(pattern: str, yes: list[str], no: list[str]) -> None:
-    """Each pattern matches exactly the names SPEC.md says it does."""
+    """Each pattern matches exactly the names docs/patterns.md says it does."""
     for name in yes:
         assert repository_matches(pattern, name), (pattern, name)
     for name in no:
@@ -77,7 +78,7 @@ def test_repository_patterns(pattern: str, yes: list[str], no: list[str]) -> Non
 
 @pytest.mark.parametrize("pattern, yes, no", TAG_TABLE)
 def test_tag_patterns(pattern: str, yes: list[str], no: list[str]) -> None:
-    """Each tag pattern matches exactly the tags SPEC.md says it does."""
+    """Each tag pattern matches exactly the tags docs/patterns.md says it does."""
     for tag in yes:
         assert tag_matches(pattern, tag), (pattern, tag)
     for tag in no:

@@ -10,11 +10,10 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from wire import SEED, shape
+
 from receiver.core.events import CHART_ACTIONS, IMAGE_ACTIONS, Repository, Resource, event_class
 from receiver.core.schemas import UnknownAction, ValidationError, dump_event, load_event
-
 
 
 def test_seed_loads_into_typed_event():

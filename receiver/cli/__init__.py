@@ -46,6 +46,13 @@ class _LazyGroup(_Group):
         return t.cast(click.Command, command)
 
 
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    # click.version_option's output, without its translation lookups at import time.
+    if value and not ctx.resilient_parsing:
+        click.echo(f"receiver, version {__version__}")
+        ctx.exit()
+
+
 def _default_db() -> str:
     from ..registry.store import default_db_path
 
@@ -53,9 +60,11 @@ def _default_db() -> str:
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="receiver")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_show_version, help="Show the version and exit.")
 @click.option("--db", envvar="RECEIVER_DB", metavar="PATH", show_envvar=True,
-              help="The SQLite store of rules and trigger log [default: $XDG_DATA_HOME/receiver/receiver.db].")
+              help="The SQLite store of rules and trigger log "
+                   "[default: $XDG_DATA_HOME/receiver/receiver.db].")
 @click.pass_context
 def main(ctx: click.Context, db: str | None) -> None:
     """Receive, send and test TCR / Harbor webhook events.

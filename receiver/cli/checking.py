@@ -13,7 +13,6 @@ from ..core.formats import FORMATS
 from ..core.text import printable
 from .common import UserError, emit_json
 
-
 # --- checking bodies ----------------------------------------------------------------------
 
 #: How many problems a text line lists before it counts the rest (--json lists them all).
@@ -48,7 +47,8 @@ class _Verdict:
         if self.status == "ok":
             what = self.action or ""
             if self.repository is not None:
-                what += f" {printable(self.repository)} tags={printable(','.join(self.tags)) or '-'}"
+                tags = printable(",".join(self.tags)) or "-"
+                what += f" {printable(self.repository)} tags={tags}"
             return f"{name}: ok {what} ({self.format})"
         if self.status == "ignored":
             return f"{name}: ignored: {self.errors[0]}"
@@ -85,10 +85,10 @@ def _paths(messages: t.Any, path: str = "") -> list[str]:
 
 def _check(name: str, raw: bytes, format_: str, strict: bool) -> _Verdict:
     """The verdict the receiver would reach on *raw* (and, with *strict*, its unknown keys)."""
-    from ..web.endpoint import Rejection, decode  # the receiver's own rules for a body
     from ..core.formats import detect, guess
     from ..core.formats.strict import unknown_keys
     from ..core.schemas import UnknownAction, ValidationError, load_event
+    from ..web.endpoint import Rejection, decode  # the receiver's own rules for a body
 
     try:
         _, data = decode(raw)

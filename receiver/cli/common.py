@@ -1,14 +1,15 @@
 """What every ``receiver`` command shares: the one-line error, JSON output, and the one
-place where domain errors become that line."""
+place where domain errors become that line.
+
+Every command imports this module, so it imports only what every command needs: ``json``
+and ``sqlite3`` are imported where they are used (``receiver match`` needs neither).
+"""
 
 from __future__ import annotations
 
-import json
 import math
 import signal
-import sqlite3
 import sys
-import threading
 import typing as t
 
 import click
@@ -42,15 +43,24 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
 class _Group(click.Group):
     """A group whose usage errors are one line on stderr, exit status 2, like ours."""
 
-    def main(self, *args: t.Any, standalone_mode: bool = True, **kwargs: t.Any) -> t.Any:
+    def main(
+        self,
+        args: t.Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: t.Any,
+    ) -> t.Any:
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
-        previous: dict[int, t.Any] = {}
-        if threading.current_thread() is threading.main_thread():
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        previous: dict[signal.Signals, t.Any] = {}
+        try:
             for sig in (signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
                 previous[sig] = signal.signal(sig, _on_sigterm)
+        except ValueError:  # not the main thread, where Python runs signal handlers
+            pass
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as exc:
             click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
             sys.exit(2)
@@ -71,23 +81,29 @@ class _Group(click.Group):
         except _Terminated:
             click.echo("terminated", err=True)
             sys.exit(143)
-        except sqlite3.Error as exc:
-            click.echo(f"error: the store failed: {exc}", err=True)
-            sys.exit(1)
         except UnicodeEncodeError:
             click.echo("error: an argument is not valid UTF-8 text", err=True)
             sys.exit(2)
         except Exception as exc:
-            message = domain_message(exc)
-            if message is None:
+            if _is_sqlite_error(exc):
+                click.echo(f"error: the store failed: {exc}", err=True)
+                sys.exit(1)
+            shown = domain_message(exc)
+            if shown is None:
                 raise
-            click.echo(f"error: {message}", err=True)
+            click.echo(f"error: {shown}", err=True)
             # An outage (the queue is down) is not the user's mistake: status 1, as for sqlite3.
             sys.exit(1 if type(exc).__name__ == "QueueUnavailable" else 2)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _is_sqlite_error(exc: BaseException) -> bool:
+    """Whether *exc* is an ``sqlite3.Error``; a command that never imported sqlite3 has none."""
+    sqlite3 = sys.modules.get("sqlite3")
+    return sqlite3 is not None and isinstance(exc, sqlite3.Error)
 
 
 #: The errors of the modules the commands call, whose message is written for the user:
@@ -118,10 +134,12 @@ def domain_message(exc: BaseException) -> str | None:
 
 
 def emit_json(data: t.Any) -> None:
+    import json
+
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def _print_table(rows: list[tuple[t.Any, ...]]) -> None:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import click
 
 from ..core.matcher import PatternError, repository_fullmatch, tag_fullmatch

@@ -14,7 +14,6 @@ from ..jobs import JOB_STATUSES, Job, Queue, QueueError, open_queue
 from ..jobs.base import iso
 from .common import UserError, _print_table, _Terminated, emit_json
 
-
 # --- the receiver's queue ------------------------------------------------------------------
 
 _QUEUE_HELP = ("The receiver's queue: sqlite:///PATH or redis://HOST:PORT/DB "
@@ -58,9 +57,9 @@ def worker(ctx: click.Context, threads: int, queue_url: str | None) -> None:
     """
     from flask import Flask
 
+    from ..handlers.runner import make_pool
     from ..web.app import configure_logging, import_handlers
     from ..web.settings import ConfigError, load_config
-    from ..handlers.runner import make_pool
 
     queue = _queue(ctx, queue_url)
     config = load_config({"RECEIVER_WORKERS": threads})
@@ -123,8 +122,8 @@ def jobs(ctx: click.Context, status: str | None, event_id: str | None, handler: 
         click.echo("no jobs" + (" for that selection" if status or event_id or handler else ""),
                    err=True)
         return
-    table = [("JOB", "EVENT", "HANDLER", "ACTION", "REPOSITORY", "TAGS", "STATUS", "ATTEMPTS",
-              "UPDATED", "ERROR")]
+    table: list[tuple[t.Any, ...]] = [("JOB", "EVENT", "HANDLER", "ACTION", "REPOSITORY",
+                                       "TAGS", "STATUS", "ATTEMPTS", "UPDATED", "ERROR")]
     for job in found:
         # A succeeded job's last error is history: --json and `jobs show` keep it.
         error = "" if job.status == "succeeded" else job.error or ""

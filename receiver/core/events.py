@@ -10,7 +10,7 @@ import dataclasses
 import re
 import secrets
 import typing as t
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 __all__ = [
     "ACTIONS",
@@ -64,7 +64,7 @@ def severity_rank(severity: str | None) -> int:
     """A severity's place in :data:`SEVERITIES` (-1 for ``None``/unknown text), to compare
     them: ``severity_rank(r.severity) >= severity_rank("High")``."""
     try:
-        return SEVERITIES.index(severity)  # type: ignore[arg-type]
+        return SEVERITIES.index(severity)
     except ValueError:
         return -1
 
@@ -104,7 +104,7 @@ class Resource:
             return None
         base = self.url
         for suffix in ("@" + self.digest, ":" + self.digest, ":" + (self.tag or "")):
-            if base.endswith(suffix):  # the digest, the tag, or nothing (2.0–2.2: "repo:")
+            if base.endswith(suffix):  # the digest, the tag, or nothing (2.0-2.2: "repo:")
                 base = base[: -len(suffix)]
                 break
         return f"{base}@{self.digest}"
@@ -248,7 +248,7 @@ class ScanEvent(RepositoryEvent):
     """A vulnerability scan of some artifacts ended; its resources are
     :class:`ScannedResource` objects."""
 
-    resources: tuple[ScannedResource, ...] = ()  # type: ignore[assignment]
+    resources: tuple[ScannedResource, ...] = ()
 
     @property
     def severity(self) -> str | None:
@@ -529,7 +529,7 @@ def build_event(
         "severity": (severity, SCAN_ACTIONS),
         "vulnerabilities": (vulnerabilities, SCAN_ACTIONS),
         "scanner": (scanner, SCAN_ACTIONS),
-        "status": (status, SCAN_ACTIONS + ("replication", "tagRetention")),
+        "status": (status, (*SCAN_ACTIONS, "replication", "tagRetention")),
         "details": (details, QUOTA_ACTIONS),
         "trigger": (trigger, ("replication",)),
         "description": (description, ("replication",)),
@@ -550,7 +550,7 @@ def build_event(
     for key, value in (("status", status), ("trigger", trigger), ("scanner", scanner)):
         if value is not None and (not value or not value.isprintable()):
             raise ValueError(f"{key} must be printable text, not {value!r}")
-    now = (occurred_at or datetime.now(UTC)).replace(microsecond=0)
+    now = (occurred_at or datetime.now(timezone.utc)).replace(microsecond=0)
 
     if action not in REPOSITORY_ACTIONS:
         if full_name is not None or digest is not None:
@@ -651,7 +651,8 @@ def build_event(
                 raise ValueError(f"vulnerability severity {key!r} is unknown; expected one of: "
                                  f"{', '.join(SEVERITIES[1:])}")
             if type(n) is not int or n < 0:
-                raise ValueError(f"vulnerabilities {key}={n!r}: a count is a whole number, 0 or more")
+                raise ValueError(
+                    f"vulnerabilities {key}={n!r}: a count is a whole number, 0 or more")
         found = max((k for k, n in counts.items() if n), key=severity_rank, default="None")
         if severity is not None and severity not in SEVERITIES:
             raise ValueError(f"severity {severity!r} is unknown; expected one of: "

@@ -1,6 +1,6 @@
 """The registry's pattern language for repositories and tags.
 
-This module owns the whole language (see SPEC.md, "Pattern syntax"); nothing else in the
+This module owns the whole language (see docs/patterns.md, "Syntax"); nothing else in the
 package parses a pattern. It knows nothing of events, rules or HTTP.
 
 A pattern is parsed once into a small tree, its ``{...}`` alternatives are expanded (so that
@@ -79,7 +79,8 @@ class _Parser:
         return seq
 
     def sequence(self, depth: int) -> _Seq:
-        p, seq = self.pattern, []
+        p = self.pattern
+        seq: _Seq = []
         while self.pos < len(p):
             c = p[self.pos]
             if c == "}" or (c == "," and depth):
@@ -359,7 +360,7 @@ def _close(part: int, seg: int) -> tuple[tuple[_Node, ...], int]:
 def _finish(state: _State) -> tuple[_Node, ...]:
     """The atoms the end of the pattern adds."""
     atoms, part = _close(state[1], state[2])
-    return atoms + (_A_ALL,) if part == _HEAD_PART else atoms  # "**" alone is ".*"
+    return (*atoms, _A_ALL) if part == _HEAD_PART else atoms  # "**" alone is ".*"
 
 
 def _program(seq: _Seq, code: list[t.Any]) -> list[t.Any]:
@@ -440,7 +441,7 @@ class _NFA:
 
 def _thompson(tree: _Seq, relative: bool) -> tuple[_NFA, int, int]:
     """The NFA of the tree, its start state and its accepting state (see the comment above)."""
-    code = _program(tree, []) + [("end",)]
+    code = [*_program(tree, []), ("end",)]
     nfa = _NFA()
     ids: dict[tuple[int, _State], int] = {}
     todo: list[tuple[int, _State]] = []
@@ -601,7 +602,7 @@ class CompiledPattern:
     ``"re"``, or ``"automaton"`` when ``re`` could take more than linear time on it.
     """
 
-    __slots__ = ("pattern", "regex", "engine", "_fullmatch")
+    __slots__ = ("_fullmatch", "engine", "pattern", "regex")
 
     def __init__(self, pattern: str, regex: str, automaton: _Automaton | None = None) -> None:
         self.pattern = pattern
@@ -677,7 +678,9 @@ _repo_fullmatch: dict[str, t.Callable[[str], t.Any]] = {}
 _tag_fullmatch: dict[str, t.Callable[[str], t.Any]] = {}
 
 
-def _remember(cache: dict[str, t.Callable[[str], t.Any]], pattern: str, relative: bool) -> t.Callable[[str], t.Any]:
+def _remember(
+    cache: dict[str, t.Callable[[str], t.Any]], pattern: str, relative: bool
+) -> t.Callable[[str], t.Any]:
     fullmatch = _compile(pattern, relative)._fullmatch
     if len(cache) >= CACHE_SIZE:
         cache.clear()

@@ -1,4 +1,4 @@
-"""The wire formats of the registry family, each declared once (see DESIGN.md):
+"""The wire formats of the registry family, each declared once (see docs/design.md):
 
 - ``tcr``: TCR and Harbor 1.9/1.10 (:mod:`.tcr`);
 - ``harbor``: Harbor 2.x's default format (:mod:`.harbor`);
@@ -28,7 +28,8 @@ def get(name: str) -> Format:
     try:
         return FORMATS[name]
     except KeyError:
-        raise ValueError(f"unknown format {name!r}; expected one of: {', '.join(FORMATS)}") from None
+        raise ValueError(
+            f"unknown format {name!r}; expected one of: {', '.join(FORMATS)}") from None
 
 
 def detect(data: t.Any) -> Format | None:

@@ -94,7 +94,7 @@ CLOUDEVENTS = CloudEventsFormat()
 
 
 # Headers: a mapping, or werkzeug's Headers (case-insensitive keys).
-Headers = t.Union[t.Mapping[str, str], t.Any]
+Headers = t.Mapping[str, str] | t.Any
 
 
 def is_binary(headers: Headers) -> bool:

@@ -10,7 +10,7 @@ and :func:`event_data` is its inverse for dumping.
 from __future__ import annotations
 
 import typing as t
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_dump, pre_load, validate
 
@@ -108,7 +108,8 @@ class ResourceSchema(Wire):
     resource_url = fields.String(allow_none=True)
     scan_overview = fields.Dict(keys=fields.String(), values=fields.Nested(ReportSummary),
                                 allow_none=True)
-    sbom_overview = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True), allow_none=True)
+    sbom_overview = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True),
+                                allow_none=True)
 
 
 class RepositorySchema(Wire):
@@ -161,8 +162,8 @@ class ReplicationSchema(Wire):
 class RetentionRuleSchema(Wire):
     template = fields.String(allow_none=True)
     params = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True), allow_none=True)
-    tag_selectors = fields.List(fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True)),
-                                allow_none=True)
+    tag_selectors = fields.List(
+        fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True)), allow_none=True)
     scope_selectors = fields.Dict(
         keys=fields.String(), values=fields.List(fields.Dict(keys=fields.String(),
                                                              values=fields.Raw(allow_none=True))),
@@ -204,7 +205,7 @@ class EventData(Bounded):
 
 # Loaded event_data to a typed event, and back.
 
-_UTC = UTC
+_UTC = timezone.utc
 
 
 def build(action: str, fmt: str, occurred_at: datetime, operator: str | None,

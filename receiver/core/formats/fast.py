@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import typing as t
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from marshmallow import Schema, fields
 
@@ -35,6 +35,7 @@ __all__ = ["FastPath"]
 _PLAIN = frozenset(IMAGE_ACTIONS + CHART_ACTIONS)
 _digest = re.compile(DIGEST_PATTERN).search
 _from_timestamp = datetime.fromtimestamp
+_UTC = timezone.utc
 
 #: The keys of each part of a body that the fast path checks itself.
 CHECKED = {
@@ -87,7 +88,8 @@ class FastPath:
             return None
         if action not in _PLAIN or self._defer(data, "envelope"):
             return None
-        occur_at, operator, event_data = data.get("occur_at"), data.get("operator"), data.get("event_data")
+        occur_at, operator = data.get("occur_at"), data.get("operator")
+        event_data = data.get("event_data")
         if (
             type(occur_at) is not int
             or not 0 <= occur_at <= MAX_SECONDS
@@ -102,7 +104,8 @@ class FastPath:
         if type(repo) is not dict or type(resources) is not list or len(resources) > MAX_RESOURCES:
             return None
         namespace, name = repo.get("namespace"), repo.get("name")
-        full_name, repo_type, created = repo.get("repo_full_name"), repo.get("repo_type"), repo.get("date_created")
+        full_name, repo_type = repo.get("repo_full_name"), repo.get("repo_type")
+        created = repo.get("date_created")
         if (
             self._defer(repo, "repository")
             or type(namespace) is not str
@@ -118,22 +121,26 @@ class FastPath:
         for resource in resources:
             if type(resource) is not dict or self._defer(resource, "resource"):
                 return None
-            digest, tag, url = resource.get("digest"), resource.get("tag"), resource.get("resource_url")
+            digest, tag = resource.get("digest"), resource.get("tag")
+            url = resource.get("resource_url")
             if (
                 not (url is None or type(url) is str)
-                or not (tag is None or (type(tag) is str and (len(tag) <= MAX_TAG or _digest(tag))))
+                or not (
+                    tag is None or (type(tag) is str and (len(tag) <= MAX_TAG or _digest(tag)))
+                )
                 or not (digest is None or (type(digest) is str and _digest(digest)))
             ):
                 return None
             loaded.append(_resource(resource))
         return event_class(action)(  # type: ignore[call-arg]
-            occurred_at=_from_timestamp(occur_at, UTC),
+            occurred_at=_from_timestamp(occur_at, _UTC),
             operator=operator or "",
             id=id,
             format=self.fmt,
             raw=data,
             repository=Repository(
-                namespace, name, repo_type, None if created is None else _from_timestamp(created, UTC)
+                namespace, name, repo_type,
+                None if created is None else _from_timestamp(created, _UTC),
             ),
             resources=tuple(loaded),
         )

@@ -11,12 +11,21 @@ from __future__ import annotations
 import math
 import re
 import typing as t
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from marshmallow import ValidationError, fields
 
-__all__ = ["Bool", "Int", "Pattern", "RFC3339", "TagOrDigest", "TextOrInt", "UnixTime",
-           "is_integral", "whole"]
+__all__ = [
+    "RFC3339",
+    "Bool",
+    "Int",
+    "Pattern",
+    "TagOrDigest",
+    "TextOrInt",
+    "UnixTime",
+    "is_integral",
+    "whole",
+]
 
 # Unix seconds from 1970 up to the last second of year 9999, the range datetime can hold.
 MAX_SECONDS = 253402300799
@@ -77,7 +86,9 @@ class UnixTime(fields.Field):
         "range": "Unix time out of range.",
     }
 
-    def _serialize(self, value: datetime | None, attr: t.Any, obj: t.Any, **kwargs: t.Any) -> int | None:
+    def _serialize(
+        self, value: datetime | None, attr: t.Any, obj: t.Any, **kwargs: t.Any
+    ) -> int | None:
         return None if value is None else int(value.timestamp())
 
     def _deserialize(self, value: t.Any, attr: t.Any, data: t.Any, **kwargs: t.Any) -> datetime:
@@ -85,7 +96,7 @@ class UnixTime(fields.Field):
             raise self.make_error("invalid")
         if not 0 <= value <= MAX_SECONDS:
             raise self.make_error("range")
-        return datetime.fromtimestamp(int(value), tz=UTC)
+        return datetime.fromtimestamp(int(value), tz=timezone.utc)
 
 
 class TextOrInt(fields.Field):
@@ -121,11 +132,13 @@ class RFC3339(fields.Field):
     default_error_messages = {  # noqa: RUF012
         "invalid": "Not an RFC 3339 date-time, such as 2026-11-27T08:00:00Z."}
 
-    def _serialize(self, value: datetime | None, attr: t.Any, obj: t.Any, **kwargs: t.Any) -> str | None:
+    def _serialize(
+        self, value: datetime | None, attr: t.Any, obj: t.Any, **kwargs: t.Any
+    ) -> str | None:
         if value is None:
             return None
         # Whole seconds as Harbor writes them; a received fraction is kept.
-        return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+        return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat() + "Z"
 
     def _deserialize(self, value: t.Any, attr: t.Any, data: t.Any, **kwargs: t.Any) -> datetime:
         if type(value) is not str or not _rfc3339.search(value):
@@ -136,7 +149,7 @@ class RFC3339(fields.Field):
             digits = rest[:-6]
             text = f"{head}.{digits[:6].ljust(6, '0')}{rest[-6:]}"
         try:
-            return datetime.fromisoformat(text).astimezone(UTC)
+            return datetime.fromisoformat(text).astimezone(timezone.utc)
         except ValueError:  # the 30th of February
             raise self.make_error("invalid") from None
 

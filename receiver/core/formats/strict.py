@@ -41,6 +41,7 @@ def _field(field: fields.Field, value: t.Any, path: str, found: list[str]) -> No
     elif isinstance(field, fields.List) and isinstance(value, list):
         for i, item in enumerate(value):
             _field(field.inner, item, f"{path}[{i}]", found)
-    elif isinstance(field, fields.Dict) and field.value_field is not None and isinstance(value, dict):
+    elif (isinstance(field, fields.Dict) and field.value_field is not None
+          and isinstance(value, dict)):
         for key, item in value.items():
             _field(field.value_field, item, f"{path}[{key!r}]", found)

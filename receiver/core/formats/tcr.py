@@ -50,7 +50,8 @@ class TcrResource(ResourceSchema):
     """A resource; its ``scan_overview`` is Harbor 1.10's map of report summaries, or 1.9's
     Clair object (whose ``severity`` is a number), so its values are left free."""
 
-    scan_overview = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True), allow_none=True)
+    scan_overview = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True),
+                                allow_none=True)
 
 
 class TcrEventData(Bounded):
@@ -93,7 +94,7 @@ class TcrFormat(Format):
 
     def wire(self, event: Event) -> dict[str, t.Any]:
         if not isinstance(event, RepositoryEvent):
-            raise ValueError(f"the tcr format has no {event.action} event")  # noqa: TRY004
+            raise ValueError(f"the tcr format has no {event.action} event")
         data = event_data(event, report=REPORT_1_10)
         if isinstance(event, QuotaEvent):
             # One wire type for both levels: write a text that reads back as this level.
