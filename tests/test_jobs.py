@@ -7,11 +7,11 @@ import threading
 import time
 
 import pytest
+from servers import wait_for
 
 from receiver import PushImage, create_app, on, signals
 from receiver.core.schemas import event_id
 from receiver.testing import capture_events, make_body, run_jobs
-from servers import wait_for
 
 
 @pytest.fixture()
@@ -206,7 +206,7 @@ def test_an_unwritable_sqlite_queue_stops_start_up(tmp_path):
 
     blocked = tmp_path / "file"
     blocked.write_text("")
-    with pytest.raises(ConfigError, match="RECEIVER_QUEUE: the queue sqlite:///.* cannot be opened"):
+    with pytest.raises(ConfigError, match=r"RECEIVER_QUEUE: the queue sqlite:///.* cannot be opened"):
         create_app({"RECEIVER_QUEUE": f"sqlite:///{blocked / 'q.db'}"})
 
 

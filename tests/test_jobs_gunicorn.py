@@ -12,9 +12,9 @@ import textwrap
 import urllib.request
 
 import pytest
+from servers import free_port, gunicorn, post, redis_server, wait_for
 
 from receiver.testing import make_body
-from servers import free_port, gunicorn, post, redis_server, wait_for
 
 HANDLERS = textwrap.dedent('''
     import json, os, time

@@ -6,9 +6,9 @@ import threading
 import time
 
 import pytest
+from servers import redis_server
 
 from receiver.jobs import EventRecord, Queue, QueueUnavailable, open_queue
-from servers import redis_server
 
 
 @pytest.fixture(scope="module")

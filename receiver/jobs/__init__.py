@@ -17,6 +17,7 @@ from .base import (
     EventRecord,
     Job,
     Queue,
+    QueueStats,
     QueueUnavailable,
     Submitted,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "Job",
     "Queue",
     "QueueError",
+    "QueueStats",
     "QueueUnavailable",
     "Submitted",
     "default_queue_url",
@@ -42,7 +44,8 @@ class QueueError(ValueError):
 
 def default_queue_url() -> str:
     """``sqlite:///$XDG_DATA_HOME/receiver/queue.db`` (``~/.local/share/receiver/queue.db``)."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = (os.environ.get("XDG_DATA_HOME")
+            or os.path.join(os.path.expanduser("~"), ".local", "share"))
     return f"sqlite:///{pathlib.Path(base) / 'receiver' / 'queue.db'}"
 
 
@@ -79,7 +82,8 @@ def open_queue(url: str | None = None) -> Queue:
         try:
             parts.port  # noqa: B018  (raises ValueError for a bad port)
         except ValueError:
-            raise QueueError(f"RECEIVER_QUEUE {shown_url(url)!r}: the port is not a number") from None
+            raise QueueError(
+                f"RECEIVER_QUEUE {shown_url(url)!r}: the port is not a number") from None
         database = parts.path.strip("/")
         if not parts.hostname or (database and not database.isdigit()):
             raise QueueError(

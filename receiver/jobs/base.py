@@ -18,6 +18,7 @@ __all__ = [
     "EventRecord",
     "Job",
     "Queue",
+    "QueueStats",
     "QueueUnavailable",
     "Submitted",
     "iso",
@@ -25,6 +26,16 @@ __all__ = [
 
 #: A job's life: queued → running → succeeded, or back to queued for a retry, or dead.
 JOB_STATUSES = ("queued", "running", "succeeded", "dead")
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueStats:
+    """A snapshot of a queue, for the metrics."""
+
+    #: Jobs by status (``queued``, ``running``, ``succeeded``, ``dead``).
+    counts: dict[str, int]
+    #: Seconds since the oldest queued job became due; 0 when none is due.
+    oldest_queued_age: float
 
 
 class QueueUnavailable(RuntimeError):
@@ -197,13 +208,23 @@ class Queue(abc.ABC):
         dead job when it is ``None``. Returns the ids queued."""
 
     @abc.abstractmethod
-    def purge(self, window: float) -> int:
-        """Forget succeeded jobs and dedup ids older than *window* seconds; returns how many
-        jobs went."""
+    def purge(self, window: float, retention: float | None = None) -> int:
+        """Forget finished jobs, and the events and dedup ids no longer needed; returns how
+        many jobs went. Queued and running jobs are never touched.
+
+        - succeeded jobs finished more than *window* seconds ago (or *retention*, if shorter);
+        - dead jobs that died more than *retention* seconds ago (``None``: kept);
+        - events without a job left, and dedup ids, older than *window*: a duplicate within
+          the window is still one, whatever the retention.
+        """
 
     @abc.abstractmethod
     def check(self) -> None:
         """Raise :class:`QueueUnavailable` unless the queue can be read and written now."""
 
-    def close(self) -> None:
+    @abc.abstractmethod
+    def stats(self) -> QueueStats:
+        """How many jobs there are by status, and how long the oldest due job has waited."""
+
+    def close(self) -> None:  # noqa: B027  (optional: an engine without connections has none)
         """Release connections; the queue may be used again afterwards."""

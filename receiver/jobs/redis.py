@@ -18,7 +18,17 @@ from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
-from .base import Claim, EventRecord, Job, Queue, QueueUnavailable, Submitted, one_line
+from .base import (
+    JOB_STATUSES,
+    Claim,
+    EventRecord,
+    Job,
+    Queue,
+    QueueStats,
+    QueueUnavailable,
+    Submitted,
+    one_line,
+)
 
 __all__ = ["RedisQueue"]
 
@@ -111,6 +121,7 @@ if ARGV[4] == 'queued' then
   redis.call('ZADD', p .. 'queued', secs(now + tonumber(ARGV[5])), ARGV[2])
 else
   redis.call('ZADD', p .. 'dead', ARGV[2], ARGV[2])
+  redis.call('ZADD', p .. 'dead_at', secs(now), ARGV[2])
 end
 return 1
 """,
@@ -155,22 +166,43 @@ for i = 2, #ARGV do
 end
 for _, id in ipairs(ids) do
   redis.call('ZREM', p .. 'dead', id)
+  redis.call('ZREM', p .. 'dead_at', id)
   redis.call('HSET', p .. 'job:' .. id, 'status', 'queued', 'attempts', 0,
     'run_at', secs(now), 'updated_at', secs(now))
   redis.call('ZADD', p .. 'queued', secs(now), id)
 end
 return ids
 """,
-    # ARGV: window_ms, batch → how many succeeded jobs went
+    # ARGV: window_ms, retention_ms (-1: dead jobs are kept), batch
+    # → {succeeded jobs that went, dead jobs that went}, each at most batch
     "purge": """
-local ids = redis.call('ZRANGEBYSCORE', p .. 'succeeded', '-inf',
-  '(' .. secs(now - tonumber(ARGV[2])), 'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do
-  redis.call('DEL', p .. 'job:' .. id)
-  redis.call('ZREM', p .. 'jobs', id)
-  redis.call('ZREM', p .. 'succeeded', id)
+local window, retention, batch = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local function drop(ids)
+  for _, id in ipairs(ids) do
+    redis.call('DEL', p .. 'job:' .. id)
+    redis.call('ZREM', p .. 'jobs', id)
+    redis.call('ZREM', p .. 'succeeded', id)
+    redis.call('ZREM', p .. 'dead', id)
+    redis.call('ZREM', p .. 'dead_at', id)
+  end
+  return #ids
 end
-return #ids
+local keep = window
+if retention >= 0 and retention < keep then keep = retention end
+local gone = drop(redis.call('ZRANGEBYSCORE', p .. 'succeeded', '-inf',
+  '(' .. secs(now - keep), 'LIMIT', 0, batch))
+if retention < 0 then return {gone, 0} end
+if redis.call('ZCARD', p .. 'dead') ~= redis.call('ZCARD', p .. 'dead_at') then
+  -- dead jobs from before dead_at was kept: dated by their last update, once
+  for _, id in ipairs(redis.call('ZRANGE', p .. 'dead', 0, -1)) do
+    if not redis.call('ZSCORE', p .. 'dead_at', id) then
+      local at = redis.call('HGET', p .. 'job:' .. id, 'updated_at')
+      redis.call('ZADD', p .. 'dead_at', at or secs(now), id)
+    end
+  end
+end
+return {gone, drop(redis.call('ZRANGEBYSCORE', p .. 'dead_at', '-inf',
+  '(' .. secs(now - retention), 'LIMIT', 0, batch))}
 """,
 }
 
@@ -185,7 +217,8 @@ class RedisQueue(Queue):
 
     ``next_id`` (``INCR``), ``job:ID`` (a hash: the job and its event's body), ``jobs`` (every
     id, scored by id), ``queued`` (scored by run_at), ``running`` (by lease deadline),
-    ``dead`` (by id), ``succeeded`` (by finish time), ``seen:EVENT_ID`` (dedup, expiring).
+    ``dead`` (by id), ``dead_at`` (the dead again, by time of death), ``succeeded`` (by
+    finish time), ``seen:EVENT_ID`` (dedup, expiring).
 
     :raises QueueError: *url* is not one redis-py can use.
     """
@@ -270,7 +303,7 @@ class RedisQueue(Queue):
         ids = tuple(int(i) for i in done[1:])
         claims = () if not owner else tuple(
             Claim(i, event.event_id, event.action, h, event.body, 1, owner)
-            for i, h in zip(ids, handlers))
+            for i, h in zip(ids, handlers, strict=True))
         return Submitted(duplicate=False, job_ids=ids, claims=claims)
 
     def release(self, claims: t.Iterable[Claim]) -> None:
@@ -312,19 +345,21 @@ class RedisQueue(Queue):
              handler: str | None = None, limit: int = 50) -> list[Job]:
         wanted = {k: v for k, v in (("status", status), ("event_id", event_id),
                                     ("handler", handler)) if v is not None}
-        page, below, found = min(max(limit, 200) if wanted else limit, 1000), "+inf", []
+        page, below = min(max(limit, 200) if wanted else limit, 1000), "+inf"
+        found: list[Job] = []
         with self._errors():
             client = self._client()
             while len(found) < limit:
                 # By score below the last id seen, so jobs added meanwhile shift nothing.
-                ids = client.zrevrangebyscore(self.prefix + "jobs", below, "-inf", 0, page)
+                ids = t.cast("list[str]", client.zrevrangebyscore(
+                    self.prefix + "jobs", below, "-inf", 0, page))
                 if not ids:
                     break
                 pipe = client.pipeline(transaction=False)
                 for job_id in ids:
                     pipe.hmget(f"{self.prefix}job:{job_id}", _FIELDS)
-                for job_id, values in zip(ids, pipe.execute()):
-                    fields = dict(zip(_FIELDS, values))
+                for job_id, values in zip(ids, pipe.execute(), strict=True):
+                    fields = dict(zip(_FIELDS, values, strict=True))
                     if fields["status"] is not None and all(
                             fields[k] == v for k, v in wanted.items()):
                         found.append(_job(int(job_id), fields))
@@ -333,7 +368,8 @@ class RedisQueue(Queue):
 
     def job(self, job_id: int) -> Job | None:
         with self._errors():
-            fields = self._client().hgetall(f"{self.prefix}job:{int(job_id)}")
+            fields = t.cast("dict[str, str]",
+                            self._client().hgetall(f"{self.prefix}job:{int(job_id)}"))
         return _job(int(job_id), fields, fields["body"]) if fields else None
 
     def requeue(self, job_ids: t.Iterable[int] | None) -> list[int]:
@@ -342,13 +378,15 @@ class RedisQueue(Queue):
             return []
         return [int(i) for i in self._run("requeue", *(ids or ()))]
 
-    def purge(self, window: float) -> int:
+    def purge(self, window: float, retention: float | None = None) -> int:
+        # In batches, so that no one script holds the server for long.
+        kept = -1 if retention is None else _ms(retention)
         gone = 0
-        while (batch := self._run("purge", _ms(window), _PURGE_BATCH)) > 0:
-            gone += batch
-            if batch < _PURGE_BATCH:
-                break
-        return gone
+        while True:
+            succeeded, dead = self._run("purge", _ms(window), kept, _PURGE_BATCH)
+            gone += succeeded + dead
+            if succeeded < _PURGE_BATCH and dead < _PURGE_BATCH:
+                return gone
 
     def check(self) -> None:
         # A write too: a replica, a full disk (MISCONF) or maxmemory refuse it.
@@ -356,6 +394,19 @@ class RedisQueue(Queue):
             client = self._client()
             client.ping()
             client.set(self.prefix + "ready", "1", px=10_000)
+
+    def stats(self) -> QueueStats:
+        with self._errors():
+            pipe = self._client().pipeline(transaction=False)
+            for status in JOB_STATUSES:
+                pipe.zcard(self.prefix + status)
+            pipe.zrange(self.prefix + "queued", 0, 0, withscores=True)
+            pipe.time()
+            *sizes, first, (seconds, micros) = pipe.execute()
+        now = seconds + micros / 1e6
+        due = first[0][1] if first else None
+        return QueueStats(dict(zip(JOB_STATUSES, sizes, strict=True)),
+                          max(0.0, now - due) if due is not None else 0.0)
 
 
 def _ms(seconds: float) -> int:

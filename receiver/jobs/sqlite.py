@@ -16,7 +16,16 @@ import threading
 import time
 import typing as t
 
-from .base import Claim, EventRecord, Job, Queue, QueueUnavailable, Submitted, one_line
+from .base import (
+    Claim,
+    EventRecord,
+    Job,
+    Queue,
+    QueueStats,
+    QueueUnavailable,
+    Submitted,
+    one_line,
+)
 
 __all__ = ["SQLiteQueue"]
 
@@ -199,7 +208,7 @@ class SQLiteQueue(Queue):
                 ids.append(t.cast(int, cur.lastrowid))
             claims = () if owner is None else tuple(
                 Claim(i, event.event_id, event.action, h, event.body, 1, owner)
-                for i, h in zip(ids, handlers))
+                for i, h in zip(ids, handlers, strict=True))
             return Submitted(duplicate=False, job_ids=tuple(ids), claims=claims)
 
         return t.cast(Submitted, self._run(do))
@@ -356,13 +365,21 @@ class SQLiteQueue(Queue):
 
         return t.cast("list[int]", self._run(do))
 
-    def purge(self, window: float) -> int:
-        before = time.time() - window
+    def purge(self, window: float, retention: float | None = None) -> int:
+        now = time.time()
+        before = now - window
+        succeeded_before = before if retention is None else now - min(window, retention)
 
         def do(conn: sqlite3.Connection) -> int:
             gone = conn.execute(
-                "DELETE FROM jobs WHERE status = 'succeeded' AND updated_at < ?", (before,),
+                "DELETE FROM jobs WHERE status = 'succeeded' AND updated_at < ?",
+                (succeeded_before,),
             ).rowcount
+            if retention is not None:
+                gone += conn.execute(
+                    "DELETE FROM jobs WHERE status = 'dead' AND updated_at < ?",
+                    (now - retention,),
+                ).rowcount
             conn.execute(
                 "DELETE FROM events WHERE received_at < ? AND NOT EXISTS "
                 "(SELECT 1 FROM jobs WHERE jobs.event_id = events.event_id)", (before,),
@@ -374,6 +391,17 @@ class SQLiteQueue(Queue):
     def check(self) -> None:
         # BEGIN IMMEDIATE takes the write lock: a read-only file or directory fails here.
         self._run(lambda conn: conn.execute("SELECT 1 FROM jobs LIMIT 1").fetchall())
+
+    def stats(self) -> QueueStats:
+        def do(conn: sqlite3.Connection) -> QueueStats:
+            now = time.time()
+            counts = dict(conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"))
+            (oldest,) = conn.execute(
+                "SELECT MIN(run_at) FROM jobs WHERE status = 'queued' AND run_at <= ?", (now,)
+            ).fetchone()
+            return QueueStats(counts, max(0.0, now - oldest) if oldest is not None else 0.0)
+
+        return t.cast(QueueStats, self._run(do, write=False))
 
 
 def _job(row: t.Sequence[t.Any], body: str | None = None) -> Job:

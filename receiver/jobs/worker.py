@@ -29,8 +29,12 @@ log = logging.getLogger("receiver.jobs")
 #: The longest wait between two attempts of a job.
 MAX_BACKOFF = 600.0
 
-#: How often succeeded jobs and old dedup ids are purged.
+#: How often finished jobs past their keeping and old dedup ids are purged (see Pool.purge).
 PURGE_EVERY = 300.0
+
+#: How long dead jobs (and succeeded ones, if the dedup window is longer) are kept by default:
+#: ``RECEIVER_LOG_RETENTION``'s default of 30 days.
+RETENTION = 30 * 86400.0
 
 #: Successes recorded in one write, at most; a busy worker records them in batches.
 SUCCESS_BATCH = 32
@@ -57,11 +61,13 @@ class Pool:
     :param backoff: the first retry's delay in seconds.
     :param lease: seconds a job may go without a heartbeat before another worker takes it.
     :param window: seconds to keep succeeded jobs and dedup ids.
+    :param retention: seconds to keep finished jobs at most: dead ones, and succeeded ones
+        when *window* is longer.
     """
 
     def __init__(self, queue: Queue, execute: Execute, *, threads: int = 2, attempts: int = 5,
                  backoff: float = 2.0, lease: float = 30.0, window: float = 86400.0,
-                 on_done: OnDone | None = None) -> None:
+                 retention: float = RETENTION, on_done: OnDone | None = None) -> None:
         self.queue = queue
         self.execute = execute
         self.on_done = on_done
@@ -70,6 +76,7 @@ class Pool:
         self.backoff = backoff
         self.lease = lease
         self.window = window
+        self.retention = retention
         # Idle threads look for due jobs (retries, other processes' jobs, lost leases) this
         # often; a job queued by this process wakes them at once.
         self.poll = max(0.02, min(0.5, lease / 4, backoff / 2 if backoff else 0.5))
@@ -186,6 +193,12 @@ class Pool:
             ran.append(claim.job_id)
         return ran
 
+    def purge(self) -> int:
+        """Forget, now, the finished jobs past their keeping (see :meth:`Queue.purge`);
+        returns how many went. The heartbeat thread calls it every :data:`PURGE_EVERY`
+        seconds."""
+        return self.queue.purge(self.window, self.retention)
+
     def _owner(self) -> str:
         return f"{self._identity}/{uuid.uuid4().hex}"
 
@@ -218,7 +231,7 @@ class Pool:
                 continue
             try:
                 self._run(claim)
-            except BaseException:  # noqa: BLE001  (a reporting observer raised: keep working)
+            except BaseException:  # a reporting observer raised: keep working
                 log.exception("job %d: reporting its outcome failed", claim.job_id)
 
     def _next_held(self, block: bool, timeout: float = 0.0) -> Claim | None:
@@ -322,7 +335,7 @@ class Pool:
             return
         try:
             self.on_done(claim, error, final, seconds)
-        except BaseException:  # noqa: BLE001  (an observer's sys.exit() must not end the thread)
+        except BaseException:  # an observer's sys.exit() must not end the thread
             log.exception("reporting job %d failed", claim.job_id)
 
     def _beat(self) -> None:
@@ -339,8 +352,8 @@ class Pool:
                     log.warning("job %d: lease lost; another worker may run it again", job_id)
                 if time.monotonic() - last_purge > PURGE_EVERY:
                     last_purge = time.monotonic()
-                    self.queue.purge(self.window)
-            except Exception as exc:
+                    self.purge()
+            except Exception as exc:  # noqa: BLE001  (the heartbeat thread must not die)
                 log.error("heartbeat failed: %s", exc)
 
 
