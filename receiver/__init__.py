@@ -2,6 +2,11 @@
 
 Write handlers with :func:`on`, serve them with :func:`create_app` (or mount
 :class:`Receiver` in your own Flask app), and get typed, validated events.
+
+The package's layout (see ``docs/design.md``): ``core`` (events, formats, schemas, the
+pattern matcher: shared by both sides, no Flask), ``handlers`` (``on()``, signals and the
+job runner), ``web`` (the Flask app), ``jobs`` (the durable queue), ``registry`` (the
+reference sender: rules, store, trigger log) and ``cli`` (the ``receiver`` command).
 """
 
 from __future__ import annotations
@@ -11,11 +16,47 @@ import typing as t
 
 __version__ = "0.1.0"
 
-# Names are imported on first use (PEP 562), so that importing a submodule (the pytest
-# plugin, say) does not import Flask and marshmallow.
+__all__ = [
+    "ACTIONS",
+    "ConfigError",
+    "DeleteChart",
+    "DeleteImage",
+    "DownloadChart",
+    "Event",
+    "Handlers",
+    "PatternError",
+    "PullImage",
+    "PushImage",
+    "QuotaExceeded",
+    "QuotaWarning",
+    "Receiver",
+    "Replication",
+    "Repository",
+    "RepositoryEvent",
+    "Resource",
+    "ScanCompleted",
+    "ScanFailed",
+    "ScanStopped",
+    "TagRetention",
+    "UploadChart",
+    "__version__",
+    "compile_pattern",
+    "create_app",
+    "dump_event",
+    "load_event",
+    "off",
+    "on",
+    "repository_matches",
+    "signals",
+    "tag_matches",
+]
+
+# Names are imported on first use (PEP 562): `import receiver` loads nothing else, and
+# Flask only when the app is asked for (`create_app`, `Receiver`).
 _WHERE = {
     "signals": "handlers.signals",
-    **dict.fromkeys(("ConfigError", "Receiver", "create_app"), "web.app"),
+    "ConfigError": "web.settings",
+    **dict.fromkeys(("Receiver", "create_app"), "web.app"),
     **dict.fromkeys(("Handlers", "off", "on"), "handlers.dispatch"),
     **dict.fromkeys((
         "ACTIONS", "DeleteChart", "DeleteImage", "DownloadChart", "Event", "PullImage",
@@ -26,8 +67,6 @@ _WHERE = {
                      "tag_matches"), "core.matcher"),
     **dict.fromkeys(("dump_event", "load_event"), "core.schemas"),
 }
-
-__all__ = sorted([*_WHERE, "__version__"])
 
 
 def __getattr__(name: str) -> t.Any:
@@ -45,12 +84,29 @@ def __dir__() -> list[str]:
 
 
 if t.TYPE_CHECKING:
-    from .handlers import signals
-    from .web.app import ConfigError, Receiver, create_app
-    from .handlers.dispatch import Handlers, off, on
-    from .core.events import (ACTIONS, DeleteChart, DeleteImage, DownloadChart, Event, PullImage,
-                         PushImage, QuotaExceeded, QuotaWarning, Replication, Repository,
-                         RepositoryEvent, Resource, ScanCompleted, ScanFailed, ScanStopped,
-                         TagRetention, UploadChart)
+    from .core.events import (
+        ACTIONS,
+        DeleteChart,
+        DeleteImage,
+        DownloadChart,
+        Event,
+        PullImage,
+        PushImage,
+        QuotaExceeded,
+        QuotaWarning,
+        Replication,
+        Repository,
+        RepositoryEvent,
+        Resource,
+        ScanCompleted,
+        ScanFailed,
+        ScanStopped,
+        TagRetention,
+        UploadChart,
+    )
     from .core.matcher import PatternError, compile_pattern, repository_matches, tag_matches
     from .core.schemas import dump_event, load_event
+    from .handlers import signals
+    from .handlers.dispatch import Handlers, off, on
+    from .web.app import Receiver, create_app
+    from .web.settings import ConfigError

@@ -8,12 +8,12 @@ import logging
 import re
 
 import pytest
+from conftest import AUTH, SECRET
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import AUTH, SECRET
 from servers import ROOT
 from wire import SEED
+
 from receiver import PushImage, on, signals
 from receiver.testing import capture_events, make_body
 
@@ -354,7 +354,8 @@ def test_request_rejected_signal(client):
 
 
 def test_one_log_line_per_request(client, caplog):
-    """Each request logs one line with action, repository, tags, status, handlers and duration."""
+    """Each request logs one line with action, repository, tags, status, handlers, duration,
+    event id and the client's address."""
     caplog.set_level(logging.INFO, logger="receiver")
     on("pushImage")(lambda e: None)
     from receiver.web.app import log_event
@@ -363,7 +364,7 @@ def test_one_log_line_per_request(client, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "receiver"]
     assert len(lines) == 1
     assert lines[0].startswith("pushImage prod/api tags=v1,v2 format=tcr status=200 handlers=1 duration=")
-    assert re.search(r" duration=[0-9.]+ms event=[0-9a-f]{32}$", lines[0])
+    assert re.search(r" duration=[0-9.]+ms event=[0-9a-f]{32} client=127\.0\.0\.1$", lines[0])
 
 
 def test_log_lines_cannot_be_forged(client, caplog):

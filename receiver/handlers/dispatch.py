@@ -18,14 +18,15 @@ import dataclasses
 import functools
 import inspect
 import logging
+import time
 import typing as t
 import weakref
 
-from . import signals
 from ..core.events import ACTIONS, REPOSITORY_ACTIONS, Event, RepositoryEvent, subject
-from ..core.matcher import repository_fullmatch, tag_fullmatch
 from ..core.filters import select_resources
+from ..core.matcher import repository_fullmatch, tag_fullmatch
 from ..core.text import printable
+from . import signals
 
 __all__ = [
     "Handler",
@@ -57,7 +58,7 @@ class Handler:
     with the event alone, or returns :data:`SKIPPED` when a filter says no.
     """
 
-    __slots__ = ("fn", "actions", "namespace", "repository", "tag", "name")
+    __slots__ = ("actions", "fn", "name", "namespace", "repository", "tag")
 
     def __init__(
         self,
@@ -100,7 +101,8 @@ class Handler:
         filters = ", ".join(
             f"{k}={v!r}" for k in ("namespace", "repository", "tag") if (v := getattr(self, k))
         )
-        return f"<Handler {describe(self.fn)} {list(self.actions)}{' ' + filters if filters else ''}>"
+        filters = f" {filters}" if filters else ""
+        return f"<Handler {describe(self.fn)} {list(self.actions)}{filters}>"
 
 
 #: The process-wide registrations made with :func:`on`, by function.
@@ -109,7 +111,7 @@ _registered: dict[t.Callable[..., t.Any], list[Handler]] = {}
 _recordings: list[list[Handler]] = []
 
 
-ActionSpec = t.Union[str, type[Event]]
+ActionSpec = str | type[Event]
 
 
 def _action_name(spec: t.Any) -> str:
@@ -404,8 +406,11 @@ def find_handler(sender: t.Any, action: str, name: str) -> t.Any | None:
 def _receivers(signal: t.Any, sender: t.Any) -> list[t.Any]:
     # blinker keeps receivers in a set; order them as they were connected, so that every
     # process names and runs them alike.
+    found = list(signal.receivers_for(sender))
+    if len(found) < 2:
+        return found
     order = {id(r): i for i, r in enumerate(_connected(signal))}
-    return sorted(signal.receivers_for(sender), key=lambda r: order.get(id(r), len(order)))
+    return sorted(found, key=lambda r: order.get(id(r), len(order)))
 
 
 def _connected(signal: t.Any) -> t.Iterator[t.Any]:
@@ -440,8 +445,14 @@ def log_failure(name: str, event: Event, exc: BaseException, what: str = "") -> 
 
 def _call_each(receivers: list[t.Any], sender: t.Any, event: Event, outcome: Outcome,
                count: bool) -> None:
+    finished = signals.handler_finished
     for receiver in receivers:
+        begun = time.perf_counter()
         ran, exc = run_isolated(receiver, sender, event)
+        if count and ran and finished.receivers:
+            send_isolated(finished, sender, handler=describe(receiver), action=event.action,
+                          outcome="failed" if exc is not None else "succeeded",
+                          seconds=time.perf_counter() - begun)
         if exc is not None:
             fn = receiver.fn if isinstance(receiver, Handler) else receiver
             outcome.ran += count

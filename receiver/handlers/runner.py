@@ -12,13 +12,13 @@ import json
 import logging
 import typing as t
 
-from . import signals
-from .dispatch import Handler, call_handler, find_handler, log_failure, send_isolated
 from ..core.events import Event
-from ..jobs import Claim, Queue
-from ..jobs.worker import Pool
 from ..core.schemas import load_event
 from ..core.text import printable
+from ..jobs import Claim, Queue
+from ..jobs.worker import Pool
+from . import signals
+from .dispatch import Handler, call_handler, find_handler, log_failure, send_isolated
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -50,6 +50,10 @@ def make_pool(app: Flask, queue: Queue, config: t.Mapping[str, t.Any]) -> Pool:
         call_handler(receiver, app, event)
 
     def on_done(claim: Claim, error: BaseException | None, final: bool, seconds: float) -> None:
+        if signals.handler_finished.receivers:
+            outcome = "succeeded" if error is None else "dead" if final else "retry"
+            send_isolated(signals.handler_finished, app, handler=claim.handler,
+                          action=claim.action, outcome=outcome, seconds=seconds)
         if error is None:
             if log.isEnabledFor(logging.INFO):
                 # One line per job: built directly, as the request line is (no stack walk).
@@ -62,7 +66,7 @@ def make_pool(app: Flask, queue: Queue, config: t.Mapping[str, t.Any]) -> Pool:
             return
         try:
             event: Event | None = _event(claim)
-        except Exception:
+        except Exception:  # noqa: BLE001  (a body that no longer loads: report without it)
             event = None
         outcome = "dead" if final else "will retry"
         what = f" (job {claim.job_id}, attempt {claim.attempts} of {pool.attempts}, {outcome})"
@@ -83,6 +87,9 @@ def make_pool(app: Flask, queue: Queue, config: t.Mapping[str, t.Any]) -> Pool:
         backoff=number(config, "RECEIVER_HANDLER_BACKOFF", 2, minimum=0, maximum=600),
         lease=number(config, "RECEIVER_LEASE", 30, minimum=0, above=True, maximum=86400),
         window=number(config, "RECEIVER_DEDUP_WINDOW", 86400, minimum=0),
+        # Days, as for the trigger log; at most ten years, as for every duration.
+        retention=number(config, "RECEIVER_LOG_RETENTION", 30, minimum=0, above=True,
+                         maximum=3650) * 86400.0,
     )
     return pool
 

@@ -20,6 +20,7 @@ __all__ = [
     "event_ignored",
     "event_received",
     "handler_failed",
+    "handler_finished",
     "pull_image",
     "push_image",
     "quota_exceed",
@@ -52,7 +53,8 @@ upload_chart = _signals.signal("uploadChart", doc="A chart was uploaded. Keyword
 download_chart = _signals.signal(
     "downloadChart", doc="A chart was downloaded. Keyword: ``event``."
 )
-delete_chart = _signals.signal("deleteChart", doc="Chart versions were deleted. Keyword: ``event``.")
+delete_chart = _signals.signal(
+    "deleteChart", doc="Chart versions were deleted. Keyword: ``event``.")
 event_ignored = _signals.signal(
     "event-ignored",
     doc="A well-formed body whose ``type`` this version does not know; no handler runs. "
@@ -64,13 +66,20 @@ handler_failed = _signals.signal(
     doc="A handler raised. Keywords: ``handler`` (the function), ``event``, ``exception``, "
     "``attempt`` (1 for the first run) and ``final`` (true when no retry follows).",
 )
+handler_finished = _signals.signal(
+    "handler-finished",
+    doc="A handler ran. Keywords: ``handler`` (its name, ``module.qualname``), ``action``, "
+    "``outcome`` (``succeeded``; ``failed`` in sync mode; ``retry`` or ``dead`` for a job) "
+    "and ``seconds``.",
+)
 request_rejected = _signals.signal(
     "request-rejected",
     doc="A request was refused. Keywords: ``status`` (the HTTP status) and ``reason`` "
     "(the message sent back, which never holds a secret).",
 )
 
-scanning_completed = _signals.signal("scanningCompleted", doc="A scan completed. Keyword: ``event``.")
+scanning_completed = _signals.signal(
+    "scanningCompleted", doc="A scan completed. Keyword: ``event``.")
 scanning_failed = _signals.signal("scanningFailed", doc="A scan failed. Keyword: ``event``.")
 scanning_stopped = _signals.signal("scanningStopped", doc="A scan was stopped. Keyword: ``event``.")
 quota_exceed = _signals.signal("quotaExceed", doc="A push exceeded a quota. Keyword: ``event``.")

@@ -20,24 +20,26 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import logging
 import os
 import sys
-import time
 import traceback
 import typing as t
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..handlers import signals
+from ..handlers.dispatch import Handlers
+from ..jobs import QueueError, QueueUnavailable, open_queue
 from .auth import AuthConfigError, HeaderAuth, parse_auth_headers
 from .endpoint import bp
-from ..handlers.dispatch import Handlers
-from ..core.events import RepositoryEvent
-from ..jobs import QueueError, QueueUnavailable, open_queue
-from .settings import MAX_SECONDS, ConfigError, ReceiverState, load_config, number
-from ..core.text import printable
+from .logs import configure_logging, log_event
+from .settings import MAX_SECONDS, ConfigError, ReceiverState, flag, load_config, number
+
+if t.TYPE_CHECKING:
+    from .metrics import Metrics
 
 __all__ = ["ConfigError", "Receiver", "ReceiverState", "create_app"]
 
@@ -152,8 +154,29 @@ def _state_from(config: t.Mapping[str, t.Any], **given: t.Any) -> ReceiverState:
             finally:
                 queue.close()
     window = number(config, "RECEIVER_DEDUP_WINDOW", 86400, minimum=0, maximum=MAX_SECONDS)
+    metrics, metrics_auth = None, auth
+    if flag(config, "RECEIVER_METRICS", True):
+        metrics = _metrics()
+        if "RECEIVER_METRICS_AUTH_HEADERS" in config:
+            try:
+                metrics_auth = HeaderAuth(parse_auth_headers(
+                    config["RECEIVER_METRICS_AUTH_HEADERS"],
+                    "RECEIVER_METRICS_AUTH_HEADERS"))
+            except AuthConfigError as exc:
+                raise ConfigError(str(exc)) from None
     return ReceiverState(path=path.rstrip("/") or "/", auth=auth, max_body=max_body,
-                         queue=queue, window=window)
+                         queue=queue, window=window, metrics=metrics, metrics_auth=metrics_auth)
+
+
+def _metrics() -> Metrics:
+    from .metrics import Metrics
+
+    try:
+        return Metrics.get()
+    except OSError as exc:
+        raise ConfigError(f"RECEIVER_METRICS: cannot keep the metrics of the workers: {exc}; "
+                          "set PROMETHEUS_MULTIPROC_DIR to a private directory, or "
+                          "RECEIVER_METRICS=false") from None
 
 
 def _in_gunicorn_master() -> bool:
@@ -167,59 +190,6 @@ def _in_gunicorn_master() -> bool:
             return True
         frame = frame.f_back  # type: ignore[assignment]
     return False
-
-
-class _Formatter(logging.Formatter):
-    """``asctime level name: message``, formatting the date once per second, not per line."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self._second = -1
-        self._stamp = ""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
-        if second != self._second:
-            self._second, self._stamp = second, time.strftime(
-                "%Y-%m-%d %H:%M:%S", self.converter(record.created)
-            )
-        return f"{self._stamp},{int(record.msecs):03d}"
-
-
-def configure_logging(level: t.Any) -> None:
-    """Give the ``receiver`` logger a stderr handler unless logging is already set up."""
-    if level is not None:
-        name = str(level).upper()
-        if not isinstance(logging.getLevelName(name), int):
-            raise ConfigError(
-                f"RECEIVER_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}"
-            )
-        log.setLevel(name)
-    if log.handlers or logging.getLogger().handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
-    log.addHandler(handler)
-    if level is None:
-        log.setLevel(logging.INFO)
-
-
-def log_event(sender: t.Any, event: t.Any, **extra: t.Any) -> None:
-    """The default handler when no ``RECEIVER_HANDLERS`` is set: one log line per event."""
-    if not isinstance(event, RepositoryEvent):  # replication, retention
-        log.info("event %s format=%s status=%s operator=%s", event.action, event.format,
-                 printable(getattr(event, "status", None) or "-"), printable(event.operator or "-"))
-        return
-    for resource in event.resources or (None,):
-        if resource is None:
-            log.info("event %s %s (no resources)", event.action, printable(event.repository.full_name))
-            continue
-        log.info(
-            "event %s %s tag=%s digest=%s url=%s operator=%s",
-            event.action, printable(event.repository.full_name), printable(resource.tag or "-"),
-            printable(resource.digest or "-"), printable(resource.url or "-"),
-            printable(event.operator or "-"),
-        )
 
 
 def import_handlers(setting: t.Any) -> list[str]:
@@ -288,7 +258,13 @@ def _create_app(config: t.Mapping[str, t.Any] | None, handlers: Handlers | None,
                 env: bool) -> Flask:
     app = Flask("receiver")
     app.config.update(load_config(config, env=env))
-    configure_logging(app.config.get("RECEIVER_LOG_LEVEL"))
+    configure_logging(app.config.get("RECEIVER_LOG_LEVEL"), app.config.get("RECEIVER_LOG_FORMAT"))
+    hops = number(app.config, "RECEIVER_PROXY_HOPS", 0, minimum=0, maximum=10, integer=True)
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # The client address logged is the one the last *hops* proxies vouch for.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops)  # type: ignore[method-assign]
     if handlers is not None and app.config.get("RECEIVER_HANDLERS"):
         raise ConfigError(
             "RECEIVER_HANDLERS is set, but create_app(handlers=...) was given: the app "
@@ -315,6 +291,22 @@ def _create_app(config: t.Mapping[str, t.Any] | None, handlers: Handlers | None,
         except QueueUnavailable as exc:
             return jsonify(status="unavailable", error=exc.reason), 503
         return jsonify(status="ready"), 200
+
+    state: ReceiverState = app.extensions["receiver"]
+    if state.metrics is not None:
+        metrics, metrics_auth = state.metrics, state.metrics_auth
+        assert metrics_auth is not None
+
+        @app.get("/metrics")
+        def metrics_view() -> Response:
+            """Prometheus metrics, behind the webhook's auth headers (or
+            RECEIVER_METRICS_AUTH_HEADERS)."""
+            problem = metrics_auth.check(request.headers)
+            if problem is not None:
+                return Response(json.dumps({"error": problem}), 401,
+                                mimetype="application/json")
+            body, content_type = metrics.render(state.queue)
+            return Response(body, 200, content_type=content_type)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:

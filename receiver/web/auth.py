@@ -10,6 +10,9 @@ import hmac
 import json
 import typing as t
 
+if t.TYPE_CHECKING:
+    from werkzeug.datastructures import Headers
+
 from ..core.text import is_header_name
 
 __all__ = ["AuthConfigError", "HeaderAuth", "parse_auth_headers"]
@@ -28,8 +31,10 @@ def _json_kind(value: t.Any) -> str:
     )
 
 
-def parse_auth_headers(setting: t.Any) -> dict[str, tuple[bytes, ...]]:
-    """Normalise ``RECEIVER_AUTH_HEADERS``: header name to one value or a list of values.
+def parse_auth_headers(setting: t.Any, name: str = "RECEIVER_AUTH_HEADERS"
+                       ) -> dict[str, tuple[bytes, ...]]:
+    """Normalise ``RECEIVER_AUTH_HEADERS`` (or the setting *name*): header name to one value
+    or a list of values.
 
     Accepts a mapping, or its JSON text. Returns names mapped to the accepted values, encoded
     as UTF-8 for :func:`hmac.compare_digest`.
@@ -44,31 +49,31 @@ def parse_auth_headers(setting: t.Any) -> dict[str, tuple[bytes, ...]]:
     if not isinstance(setting, t.Mapping):
         what = "text that is not JSON" if setting is _NOT_JSON else f"a JSON {_json_kind(setting)}"
         raise AuthConfigError(
-            "RECEIVER_AUTH_HEADERS must be a JSON object mapping header names to a value or a "
+            f"{name} must be a JSON object mapping header names to a value or a "
             f'list of values, such as {{"Authentication": "value"}}; got {what}'
         )
     out: dict[str, tuple[bytes, ...]] = {}
-    for name, values in setting.items():
-        if not isinstance(name, str) or not is_header_name(name):
-            raise AuthConfigError(f"RECEIVER_AUTH_HEADERS: {name!r} is not a valid header name")
+    for header, values in setting.items():
+        if not isinstance(header, str) or not is_header_name(header):
+            raise AuthConfigError(f"{name}: {header!r} is not a valid header name")
         if isinstance(values, str):
             values = [values]
         if not isinstance(values, (list, tuple)) or not values:
             raise AuthConfigError(
-                f"RECEIVER_AUTH_HEADERS: header {name!r} needs a value or a non-empty list of values"
+                f"{name}: header {header!r} needs a value or a non-empty list of values"
             )
         encoded = []
         for value in values:
             if not isinstance(value, str) or not value:
                 raise AuthConfigError(
-                    f"RECEIVER_AUTH_HEADERS: every value of header {name!r} must be a non-empty string"
+                    f"{name}: every value of header {header!r} must be a non-empty string"
                 )
             if "\r" in value or "\n" in value:
                 raise AuthConfigError(
-                    f"RECEIVER_AUTH_HEADERS: a value of header {name!r} contains CR or LF"
+                    f"{name}: a value of header {header!r} contains CR or LF"
                 )
             encoded.append(value.encode("utf-8"))
-        out[name] = tuple(encoded)
+        out[header] = tuple(encoded)
     return out
 
 
@@ -92,7 +97,7 @@ class HeaderAuth:
     def header_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self._required)
 
-    def check(self, headers: t.Mapping[str, str]) -> str | None:
+    def check(self, headers: t.Mapping[str, str] | Headers) -> str | None:
         """``None`` when *headers* pass; otherwise the reason, naming the header only.
 
         :param headers: the request's headers; lookups must be case-insensitive, as Werkzeug's

@@ -1,8 +1,10 @@
 """The HTTP endpoint: guard, auth, schema, then the queue (or the handlers, in ``sync`` mode).
 
-Status codes (DESIGN.md): 202 queued; 200 a duplicate, the ping, or ``sync`` mode done;
-400 not JSON / not UTF-8; 401 auth; 413 too large; 415 not a JSON content type; 422 not a
-valid event; 503 the queue cannot be reached; 500 only in ``sync`` mode, when a handler failed.
+:func:`receive` is the receiving path as named steps. Status codes (docs/design.md): 202
+queued; 200 a duplicate, the ping, or ``sync`` mode done; 400 not JSON / not UTF-8; 401 auth;
+411 a chunked body this server cannot read; 413 too large; 415 not a JSON content type; 422
+not a valid event; 503 the queue cannot be reached; 500 only in ``sync`` mode, when a handler
+failed.
 Per-app settings live in ``app.extensions["receiver"]``, put there by :class:`Receiver`.
 """
 
@@ -15,13 +17,14 @@ import typing as t
 
 from flask import Blueprint, Request, Response, current_app, request
 
-from ..handlers import signals
-from ..handlers.dispatch import dispatch, matching_handlers, send_isolated
 from ..core.events import Event, subject
 from ..core.formats.cloudevents import is_binary, structured
-from ..jobs import EventRecord, QueueUnavailable
 from ..core.schemas import UnknownAction, ValidationError, load_event
 from ..core.text import printable
+from ..handlers import signals
+from ..handlers.dispatch import dispatch, matching_handlers, send_isolated
+from ..jobs import EventRecord, QueueUnavailable
+from .logs import log_other, log_rejection, log_request
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -48,6 +51,10 @@ class Rejection(Exception):
 
 def _reject_constant(name: str) -> t.NoReturn:
     raise ValueError(f"{name} is not valid JSON")
+
+
+#: One decoder for every request (``json.loads`` with an argument makes a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _json(payload: t.Any, status: int) -> Response:
@@ -126,7 +133,8 @@ def _read_body(req: Request, limit: int) -> bytes | None:
         return b""  # no length and no end the server vouches for: there is no body to read
     # Chunked: read to the end ourselves. (Werkzeug's max_content_length would cut such a
     # body at the limit without an error, turning "too large" into "malformed".)
-    stream, chunks, total = environ["wsgi.input"], [], 0
+    stream, total = environ["wsgi.input"], 0
+    chunks: list[bytes] = []
     while True:
         try:
             chunk = stream.read(min(65536, limit + 1 - total))
@@ -142,46 +150,76 @@ def _read_body(req: Request, limit: int) -> bytes | None:
 
 @bp.post("")
 def webhook() -> Response:
-    """Receive one delivery from the registry."""
+    """Receive one delivery from the registry. Each step passes or refuses the request with
+    a :class:`Rejection`; the answer is counted and logged once, whatever it is."""
     started = time.perf_counter()
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
     state: ReceiverState = app.extensions["receiver"]
     try:
-        body = read_body(req, state.max_body)
-        binary = is_binary(req.headers)
-        if not body.strip() and not binary:
-            # The registry's "test endpoint" button: an empty POST, sent without auth headers.
-            log.info("ping status=200 duration=%.1fms", (time.perf_counter() - started) * 1e3)
-            return _json({"ping": True}, 200)
-        check_content_type(req)
-        problem = state.auth.check(req.headers)
-        if problem is not None:
-            raise Rejection(401, problem)
-        if binary:
-            # A binary-mode CloudEvent: its attributes are headers, its body is its data.
-            # Queue the structured body, so that a job's event is read from the body alone;
-            # never the auth headers' values.
-            data = decode(body)[1] if body.strip() else None
-            data = structured(req.headers, data, skip={n.lower() for n in state.auth.header_names})
-            text = json.dumps(data, ensure_ascii=False)
-        else:
-            text, data = decode(body)
-        try:
-            event = load(data)
-        except UnknownAction as unknown:
-            return ignore(app, unknown, started)
-        if state.queue is None:
-            return run_now(app, event, started)
-        return enqueue(app, state, event, text, started)
+        response = receive(app, state, req, started)
     except Rejection as rejection:
-        send_isolated(signals.request_rejected, app, status=rejection.status,
-                      reason=rejection.reason)
-        log.warning(
-            "rejected status=%d reason=%s duration=%.1fms", rejection.status,
-            printable(rejection.reason), (time.perf_counter() - started) * 1e3,
-        )
-        return _json({"error": rejection.reason, **rejection.extra}, rejection.status)
+        response = refuse(app, req, rejection, started)
+    if state.metrics is not None:
+        state.metrics.request(response.status_code)
+    return response
+
+
+def receive(app: Flask, state: ReceiverState, req: Request, started: float) -> Response:
+    """The receiving path, step by step."""
+    body = read_body(req, state.max_body)
+    if is_ping(req, body):
+        return ping(req, started)
+    check_content_type(req)
+    authenticate(state, req)
+    text, data = parse(state, req, body)
+    try:
+        event = load(data)
+    except UnknownAction as unknown:
+        return ignore(app, req, unknown, started)
+    if state.queue is None:
+        return run_now(app, state, req, event, started)
+    return enqueue(app, state, req, event, text, started)
+
+
+def refuse(app: Flask, req: Request, rejection: Rejection, started: float) -> Response:
+    """The answer to a refused request: its status and a message naming the problem."""
+    send_isolated(signals.request_rejected, app, status=rejection.status,
+                  reason=rejection.reason)
+    log_rejection(rejection.status, rejection.reason, started, req.remote_addr)
+    return _json({"error": rejection.reason, **rejection.extra}, rejection.status)
+
+
+def is_ping(req: Request, body: bytes) -> bool:
+    """The registry's "test endpoint" button: an empty POST, sent without auth headers.
+    (A binary-mode CloudEvent may have an empty body: it is not the ping.)"""
+    return not body.strip() and not is_binary(req.headers)
+
+
+def ping(req: Request, started: float) -> Response:
+    log_other("ping", 200, started, req.remote_addr)
+    return _json({"ping": True}, 200)
+
+
+def authenticate(state: ReceiverState, req: Request) -> None:
+    """401 unless every configured auth header is present with an accepted value."""
+    problem = state.auth.check(req.headers)
+    if problem is not None:
+        raise Rejection(401, problem)
+
+
+def parse(state: ReceiverState, req: Request, body: bytes) -> tuple[str, t.Any]:
+    """The body as the text to queue and its decoded JSON.
+
+    A binary-mode CloudEvent's attributes are headers and its body is its data: it is
+    turned into the structured body, so that a job's event is read from the body alone,
+    never with the auth headers' values.
+    """
+    if not is_binary(req.headers):
+        return decode(body)
+    data = decode(body)[1] if body.strip() else None
+    data = structured(req.headers, data, skip={n.lower() for n in state.auth.header_names})
+    return json.dumps(data, ensure_ascii=False), data
 
 
 def read_body(req: Request, limit: int) -> bytes:
@@ -214,7 +252,7 @@ def decode(body: bytes) -> tuple[str, t.Any]:
     except UnicodeDecodeError as exc:
         raise Rejection(400, f"body is not UTF-8 (invalid byte at offset {exc.start})") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = _DECODER.decode(text)
     except RecursionError:
         raise Rejection(400, "body is not valid JSON: nested too deeply") from None
     except ValueError as exc:
@@ -238,21 +276,25 @@ def load(data: t.Any) -> Event:
         raise Rejection(400, "body is nested too deeply") from None
 
 
-def ignore(app: Flask, unknown: UnknownAction, started: float) -> Response:
+def ignore(app: Flask, req: Request, unknown: UnknownAction, started: float) -> Response:
     """202 for a well-formed body of a type no format knows; no handler runs."""
     send_isolated(signals.event_ignored, app, action=unknown.action, data=unknown.data,
                   format=unknown.format)
-    log.info("ignored type=%s format=%s status=202 duration=%.1fms", printable(unknown.action),
-             unknown.format, (time.perf_counter() - started) * 1e3)
+    log_other("ignored", 202, started, req.remote_addr, type=unknown.action,
+              format=unknown.format)
     return _json({"ignored": True, "type": unknown.action, "format": unknown.format,
                   "handlers": 0}, 202)
 
 
-def run_now(app: Flask, event: Event, started: float) -> Response:
+def run_now(app: Flask, state: ReceiverState, req: Request, event: Event,
+            started: float) -> Response:
     """``sync`` mode: run the handlers in the request; 500 when one failed."""
     outcome = dispatch(app, event)
     status = 500 if outcome.failed else 200
-    _log_request(event, status, outcome.ran, started, logging.ERROR if outcome.failed else logging.INFO)
+    if state.metrics is not None:
+        state.metrics.event(event)
+    log_request(event, status, outcome.ran, started, req.remote_addr,
+                level=logging.ERROR if outcome.failed else logging.INFO)
     answer: dict[str, t.Any] = {"action": event.action, "format": event.format,
                                 "handlers": outcome.ran}
     if outcome.failed:
@@ -261,44 +303,33 @@ def run_now(app: Flask, event: Event, started: float) -> Response:
     return _json(answer, status)
 
 
-def enqueue(app: Flask, state: ReceiverState, event: Event, text: str, started: float) -> Response:
+def enqueue(app: Flask, state: ReceiverState, req: Request, event: Event, text: str,
+            started: float) -> Response:
     """Queue the event and a job per matching handler (202), or answer 200 for a duplicate."""
     assert state.queue is not None
     handlers = matching_handlers(app, event)
     full_name, tags = subject(event)
     record = EventRecord(event.id, event.action, full_name, tags, text)
     pool = state.pool
+    hold = pool.hold(len(handlers)) if pool is not None and handlers else None
     try:
-        submitted = state.queue.submit(record, handlers, state.window,
-                                       pool.hold(len(handlers)) if pool is not None and handlers else None)
+        submitted = state.queue.submit(record, handlers, state.window, hold)
     except QueueUnavailable as exc:
         log.error("cannot queue %s %s: %s", event.action, printable(full_name or "-"), exc)
         raise Rejection(503, "the queue is unavailable; retry later") from None
     if submitted.duplicate:
         send_isolated(signals.event_duplicate, app, event=event)
-        _log_request(event, 200, 0, started, logging.INFO, duplicate=True)
+        if state.metrics is not None:
+            state.metrics.duplicate(event)
+        log_request(event, 200, 0, started, req.remote_addr, duplicate=True)
         return _json({"action": event.action, "format": event.format, "event_id": event.id,
                       "duplicate": True, "handlers": 0}, 200)
     send_isolated(signals.event_received, app, event=event)  # before any handler runs
+    if state.metrics is not None:
+        state.metrics.event(event)
     if submitted.claims:
-        pool.accept(submitted.claims, event)  # type: ignore[union-attr]
-    _log_request(event, 202, len(submitted.job_ids), started, logging.INFO)
+        assert pool is not None
+        pool.accept(submitted.claims, event)
+    log_request(event, 202, len(submitted.job_ids), started, req.remote_addr)
     return _json({"action": event.action, "format": event.format, "event_id": event.id,
                   "handlers": len(submitted.job_ids)}, 202)
-
-
-def _log_request(event: Event, status: int, handlers: int, started: float, level: int,
-                 duplicate: bool = False) -> None:
-    if not log.isEnabledFor(level):
-        return
-    full_name, tags = subject(event)
-    # The request line is on every request's path: build the record directly, skipping
-    # Logger.findCaller's stack walk (a few percent of a request under gunicorn).
-    log.handle(log.makeRecord(
-        log.name, level, __file__, 0,
-        "%s %s tags=%s format=%s status=%d handlers=%d duration=%.1fms event=%s%s",
-        (event.action, printable(full_name or "-"),
-         printable(",".join(tags) or "-"), event.format, status, handlers,
-         (time.perf_counter() - started) * 1e3, event.id, " duplicate" if duplicate else ""),
-        None, "webhook",
-    ))

@@ -16,8 +16,9 @@ if t.TYPE_CHECKING:
     from ..jobs import Queue
     from ..jobs.worker import Pool
     from .auth import HeaderAuth
+    from .metrics import Metrics
 
-__all__ = ["MAX_SECONDS", "ConfigError", "ReceiverState", "load_config", "number"]
+__all__ = ["MAX_SECONDS", "ConfigError", "ReceiverState", "flag", "load_config", "number"]
 
 
 class ConfigError(ValueError):
@@ -40,10 +41,29 @@ class ReceiverState:
     #: The app's own handlers; ``None``: the process-wide ones registered with ``on()``.
     #: The one place an app's registry is kept: :mod:`receiver.handlers.dispatch` reads it here.
     handlers: Handlers | None = None
+    #: This process's metrics; ``None`` with ``RECEIVER_METRICS=false``.
+    metrics: Metrics | None = None
+    #: Who may read ``/metrics``: the webhook's auth, or RECEIVER_METRICS_AUTH_HEADERS.
+    metrics_auth: HeaderAuth | None = None
 
 
 #: The largest number of seconds a setting takes: ten years.
 MAX_SECONDS = 10 * 365 * 86400
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def flag(config: t.Mapping[str, t.Any], key: str, default: bool) -> bool:
+    """The yes/no setting *key*: true/false, yes/no, on/off or 1/0 (JSON or text)."""
+    value = config.get(key, default)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ConfigError(f"{key} must be true or false, got {value!r}")
 
 
 def number(config: t.Mapping[str, t.Any], key: str, default: float, *, minimum: float,
