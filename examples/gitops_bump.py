@@ -118,6 +118,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import time
 import typing as t
 
 from ruamel.yaml import YAML
@@ -346,7 +347,14 @@ def _locked(workdir: pathlib.Path) -> t.Iterator[None]:
     among the processes and threads of this machine (each call opens its own lock)."""
     workdir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(f"{workdir}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        # Poll rather than block: under gunicorn's gevent workers a blocking flock would
+        # freeze every request and job of the process while another job holds the lock.
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.05)
         try:
             yield
         finally:

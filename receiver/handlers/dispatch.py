@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import sys
 import time
 import typing as t
 import weakref
@@ -375,8 +376,30 @@ def call_handler(receiver: t.Any, sender: t.Any, event: Event) -> t.Any:
     """
     result = receiver(sender, event=event)
     if inspect.iscoroutine(result):
-        result = asyncio.run(result)
+        result = _run_coroutine(result)
     return result
+
+
+def _run_coroutine(coroutine: t.Any) -> t.Any:
+    """Run an ``async`` handler to its end in an event loop of its own.
+
+    Under gevent's workers every greenlet shares one OS thread, and asyncio keeps one
+    running loop per OS thread: a second ``async`` handler started while another awaits
+    would find the first one's loop running. There, the loop runs in gevent's pool of real
+    threads, and the greenlet waits for it without blocking the others.
+    """
+    hub = _gevent_hub()
+    if hub is None:
+        return asyncio.run(coroutine)
+    return hub.threadpool.apply(asyncio.run, (coroutine,))
+
+
+def _gevent_hub() -> t.Any | None:
+    """gevent's hub when gevent has patched threading (its gunicorn workers), else ``None``."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("threading"):
+        return None
+    return sys.modules["gevent"].get_hub()  # imported: gevent.monkey is
 
 
 def matching_handlers(sender: t.Any, event: Event) -> list[str]:

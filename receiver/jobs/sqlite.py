@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import sqlite3
+import sys
 import threading
 import time
 import typing as t
@@ -75,7 +76,7 @@ class SQLiteQueue(Queue):
         self.path = pathlib.Path(path).expanduser()
         self.url = f"sqlite:///{self.path}"
         self.synchronous = synchronous
-        self._local = threading.local()
+        self._local = _os_thread_local()
         self._ready = False
         self._ready_lock = threading.Lock()
         # Writers queue on a lock file before BEGIN IMMEDIATE: the kernel wakes the next one
@@ -171,7 +172,7 @@ class SQLiteQueue(Queue):
         conn = getattr(self._local, "conn", None)
         if conn is not None and self._local.pid == os.getpid():
             conn.close()
-        self._local = threading.local()
+        self._local = _os_thread_local()
         held, self._lock_fd = self._lock_fd, None
         if held is not None and held[1] == os.getpid():
             os.close(held[0])
@@ -402,6 +403,16 @@ class SQLiteQueue(Queue):
             return QueueStats(counts, max(0.0, now - oldest) if oldest is not None else 0.0)
 
         return t.cast(QueueStats, self._run(do, write=False))
+
+
+def _os_thread_local() -> t.Any:
+    """Storage per OS thread, for the connections. Under gevent's gunicorn workers the
+    patched ``threading.local`` is per greenlet, which would open a connection for every
+    request; greenlets of one thread may share one, since no transaction here yields."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        return monkey.get_original("threading", "local")()
+    return threading.local()
 
 
 def _job(row: t.Sequence[t.Any], body: str | None = None) -> Job:
