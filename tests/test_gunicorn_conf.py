@@ -300,3 +300,40 @@ def test_async_handlers_run_side_by_side_under_gevent(tmp_path):
         assert sorted(json.loads(x) for x in done.read_text().split()) == ["a1", "a2", "a3"]
         assert "cannot be called from a running event loop" not in server.log.read_text()
         assert "failed" not in server.log.read_text()
+
+
+COUNTING_HANDLERS = """
+import os
+from receiver import on
+
+@on("pushImage")
+def count(event):
+    with open(os.environ["DONE_FILE"], "a") as out:
+        out.write(event.resources[0].tag + "\\n")
+"""
+
+
+def test_sqlite_queue_under_gevent_runs_each_job_once(tmp_path):
+    """Concurrent deliveries to two gevent workers sharing the SQLite queue (a connection per
+    OS thread, shared by its greenlets): every job runs once, none is lost."""
+    (tmp_path / "counting.py").write_text(COUNTING_HANDLERS)
+    done = tmp_path / "done.txt"
+    tags = [f"c{i}" for i in range(40)]
+    with shipped(tmp_path, "-w", "2", "--pythonpath", str(tmp_path),
+                 RECEIVER_HANDLERS="counting", DONE_FILE=str(done)) as server:
+        def deliver(tag: str) -> int:
+            event = json.loads(json.dumps(BODY))
+            event["event_data"]["resources"][0]["tag"] = tag
+            return post(server.url + "/webhook", event)[0]
+
+        results: list[int] = []
+        threads = [threading.Thread(target=lambda tag=tag: results.append(deliver(tag)))
+                   for tag in tags]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert results == [202] * len(tags)
+        wait_for(lambda: done.exists() and len(done.read_text().split()) >= len(tags),
+                 what="every job to run")
+        assert sorted(done.read_text().split()) == sorted(tags)
