@@ -12,13 +12,13 @@ import sys
 import pytest
 from click.testing import CliRunner
 from jsonschema import Draft202012Validator
+from servers import ROOT, Target, serve
 
 from receiver import create_app
 from receiver.cli import main
 from receiver.core.events import ACTIONS, event_class
 from receiver.core.formats import FORMATS
 from receiver.core.schemas import load_event
-from servers import ROOT, Target, serve
 
 R = pytest.param
 DIGEST = "sha256:" + "5" * 64
@@ -82,7 +82,7 @@ def test_emit_sends_every_action_the_format_carries(cli, fmt):
             assert "success  HTTP 200" in out
         requests = target.requests
     assert len(requests) == len(actions)
-    for action, (headers, _, raw) in zip(actions, requests):
+    for action, (headers, _, raw) in zip(actions, requests, strict=True):
         event = load_event(json.loads(raw))
         assert (type(event), event.format, event.operator) == (event_class(action), fmt, "ci")
         assert headers["Content-Type"] == FORMATS[fmt].content_type

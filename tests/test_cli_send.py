@@ -11,9 +11,9 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from servers import Target
 
 from receiver.cli import main
-from servers import Target
 
 R = pytest.param
 
@@ -105,6 +105,15 @@ def test_rules_lifecycle(cli):
     R(["emit", "pushImage", "prod/app:v1", "--host", "my host/x"], "error: host 'my host/x' is not", id="bad-host"),
     R(["rules", "create", "x", "--url", "http://h/", "--header", "Authentication: s3cret\x7f"],
       "error: header 'Authentication': the value may not contain control characters", id="control-header"),
+    R(["rules", "create", "x", "--url", "http://127.0.\x01.1/"],
+      "error: url: 'http://127.0.\\x01.1/' contains a control character", id="control-url"),
+    R(["rules", "create", "x", "--url", "http://h/", "--header", "Content-Length: 5"],
+      "error: header 'Content-Length' is not allowed", id="framing-header"),
+    R(["send", "pushImage", "a/b:v1", "--url", "http://h/", "--header", "Host: s3cret"],
+      "error: header 'Host' is not allowed", id="send-framing-header"),
+    R(["logs", "7"], "error: no rule named '7', and no trigger log for one (to show task 7: "
+      "receiver logs --task 7)", id="logs-task-id-as-rule"),
+    R(["logs", "--task", "7"], "error: no delivery with task id 7", id="logs-unknown-task"),
 ])
 def test_every_mistake_is_one_line_and_exit_2(cli, args, message):
     """Each mistake prints one clear line on stderr and exits 2, with no traceback."""

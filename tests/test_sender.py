@@ -10,8 +10,8 @@ from servers import Target, free_port, serve, wait_for
 from wire import SEED, shape
 
 from receiver import create_app
-from receiver.registry.rules import TriggerRule
 from receiver.core.schemas import load_event
+from receiver.registry.rules import TriggerRule
 from receiver.registry.sender import Sender
 from receiver.registry.store import Store
 from receiver.testing import make_event
@@ -248,3 +248,62 @@ def test_a_rule_that_cannot_carry_the_event_is_skipped_and_reported(store, caplo
     assert [d.rule for d in deliveries] == ["fine"] and len(target.requests) == 1
     assert skipped == [("edited", "the tcr format has no replication event")]
     assert "rule edited skipped: the tcr format has no replication event" in caplog.text
+
+
+def test_one_delivery_runs_in_the_calling_thread_several_on_a_pool(store):
+    """A single delivery is sent from the calling thread (no hand-off); the deliveries of an
+    event that fires several rules run on the pool's threads."""
+    import threading
+
+    threads = []
+    with Target() as target, Sender(store, on_done=lambda d: threads.append(
+            threading.current_thread())) as s:
+        store.add_rule(TriggerRule("a", target.url))
+        s.emit(make_event())
+        assert threads == [threading.current_thread()]
+        store.add_rule(TriggerRule("b", target.url))
+        threads.clear()
+        assert [d.status for d in s.emit(make_event())] == ["success", "success"]
+    assert len(threads) == 2 and threading.current_thread() not in threads
+
+
+def test_on_retry_hears_each_failed_attempt_before_its_wait(store):
+    """on_retry gets the row, the attempt (status, error, answer) and the wait, for each
+    attempt that will be tried again; on_done the final row."""
+    retries, done = [], []
+    with Target(statuses=[503, 429, 200]) as target, Sender(
+            store, backoff=0.01, on_retry=lambda d, a, wait: retries.append((a, wait)),
+            on_done=done.append) as s:
+        store.add_rule(TriggerRule("r", target.url))
+        [d] = s.emit(make_event())
+    assert [(a.attempt, a.http_status, a.error) for a, _ in retries] == [
+        (1, 503, "HTTP 503"), (2, 429, "HTTP 429")]
+    assert 0.01 <= retries[0][1] <= 0.015 and 0.02 <= retries[1][1] <= 0.03
+    assert done == [d] and d.attempts == 3
+
+
+def test_the_pending_row_is_committed_before_the_post(store):
+    """While the target holds the request, another connection already reads the row as
+    pending, with a deadline: a crash now would leave a trace that a later command closes."""
+    import sqlite3
+    import threading
+    import time
+
+    with Target(hang=30) as target:
+        store.add_rule(TriggerRule("r", target.url))
+        started = time.time()
+        thread = threading.Thread(target=lambda: sender(store, timeout=10, attempts=1).emit(
+            make_event()))
+        thread.start()
+        try:
+            wait_for(lambda: target.requests, what="the POST")
+            with sqlite3.connect(store.path) as other:
+                [(status, deadline)] = other.execute(
+                    "SELECT status, deadline FROM deliveries").fetchall()
+            other.close()
+        finally:
+            target.release.set()
+            thread.join(timeout=30)
+    # One attempt of at most 10 s, and a second's margin, from when the row was written.
+    assert status == "pending" and started + 10.9 < deadline < time.time() + 11.1
+    assert store.list_deliveries()[0].status == "success"

@@ -1,45 +1,77 @@
-"""The registry's side: ``rules``, ``emit``, ``send``, ``redeliver`` and ``logs``."""
+"""The registry's side: ``rules``, ``emit``, ``send``, ``redeliver`` and ``logs``.
+
+Domain errors (a bad rule, an unknown rule or task, a damaged store row) are not caught here:
+:mod:`receiver.cli.common` turns them into the one-line ``error:``.
+"""
 
 from __future__ import annotations
 
 import getpass
+import json
 import sqlite3
+import threading
 import typing as t
 
 import click
 
-from ..core.events import (ACTIONS, REPOSITORY_ACTIONS, SEVERITIES, Event, build_event,
-                           parse_reference)
+from ..core.events import (
+    ACTIONS,
+    REPOSITORY_ACTIONS,
+    SEVERITIES,
+    Event,
+    build_event,
+    parse_reference,
+)
 from ..core.formats import FORMATS
-from ..registry.rules import DEFAULT_ACTIONS, RuleError, TriggerRule, parse_header
-from ..registry.sender import (DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, MAX_SECONDS,
-                               Sender, wire_format)
-from ..registry.store import STATUSES, Delivery, NotFound, Store, default_db_path
+from ..core.text import printable
+from ..registry.rules import DEFAULT_ACTIONS, TriggerRule, parse_header
+from ..registry.sender import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_BACKOFF,
+    DEFAULT_TIMEOUT,
+    MAX_SECONDS,
+    Sender,
+    wire_format,
+)
+from ..registry.store import (
+    STATUSES,
+    Attempt,
+    Delivery,
+    NotFound,
+    SettingError,
+    Store,
+    default_db_path,
+)
 from .common import F, UserError, _finite, _print_table, emit_json
-
 
 # --- trigger rules ------------------------------------------------------------------------
 
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
 def _store(ctx: click.Context) -> Store:
-    """The store named by --db / RECEIVER_DB, opened once per command."""
+    """The store named by --db / RECEIVER_DB, opened (and tidied) once per command."""
     obj = ctx.ensure_object(dict)
     if "store" not in obj:
+        path = obj.get("db") or default_db_path()
         try:
-            obj["store"] = Store(obj.get("db") or default_db_path())
-        except (OSError, sqlite3.Error) as exc:
-            raise UserError(f"cannot open the store {obj.get('db') or default_db_path()}: {exc}") from None
+            obj["store"] = Store(path, on_warning=_warn)
+        except SettingError as exc:  # as the receiver's ConfigError reads
+            raise UserError(f"configuration error: {exc}") from None
+        except OSError as exc:
+            raise UserError(f"cannot open the store {path}: {exc.strerror or exc}") from None
+        except sqlite3.Error as exc:
+            raise UserError(f"cannot open the store {path}: {exc}") from None
         ctx.call_on_close(obj["store"].close)
-    return obj["store"]
+    return t.cast(Store, obj["store"])
 
 
 def _headers(values: t.Iterable[str]) -> tuple[tuple[str, str], ...]:
-    try:
-        return tuple(parse_header(v) for v in values)
-    except RuleError as exc:
-        raise UserError(str(exc)) from None
+    return tuple(parse_header(v) for v in values)
 
 
-def _apply(options: list[t.Callable[[F], F]], fn: F) -> F:
+def _apply(options: t.Sequence[t.Callable[[t.Any], t.Any]], fn: F) -> F:
     """Decorate *fn* with *options*, the first listed shown first in --help."""
     for option in reversed(options):
         fn = option(fn)
@@ -76,7 +108,8 @@ def _rule_options(create: bool) -> t.Callable[[F], F]:
         if create:
             options.append(click.option("--disabled", is_flag=True, help="Create it switched off."))
         else:
-            options.append(click.option("--clear-headers", is_flag=True, help="Remove every header."))
+            options.append(click.option("--clear-headers", is_flag=True,
+                                        help="Remove every header."))
         return _apply(options, fn)
 
     return decorate
@@ -110,15 +143,13 @@ def rules_create(ctx: click.Context, name: str, url: str, actions: tuple[str, ..
       receiver rules create deploy --url http://127.0.0.1:8000/webhook --namespace prod \\
           --tag 'v*' --header 'Authorization: Bearer s3cret' --format harbor
     """
-    try:
-        rule = TriggerRule(
-            name=name, url=url, actions=actions or None, namespace=namespace or None,  # type: ignore[arg-type]
-            repository=repository or "", tag=tag or "", headers=_headers(headers),
-            description=description or "", enabled=not disabled, format=format_ or "tcr",
-        )
-        _store(ctx).add_rule(rule)
-    except RuleError as exc:
-        raise UserError(str(exc)) from None
+    rule = TriggerRule(
+        name=name, url=url, actions=actions or None,  # type: ignore[arg-type]
+        namespace=namespace or None, repository=repository or "", tag=tag or "",
+        headers=_headers(headers), description=description or "", enabled=not disabled,
+        format=format_ or "tcr",
+    )
+    _store(ctx).add_rule(rule)
     click.echo(f"created rule {name}" + (" (disabled)" if disabled else ""))
 
 
@@ -144,19 +175,13 @@ def rules_update(ctx: click.Context, name: str, url: str | None, actions: tuple[
         changes["actions"] = actions
     if headers or clear_headers:
         changes["headers"] = _headers(headers)
-    try:
-        store.save_rule(store.get_rule(name).replace(**changes))
-    except (RuleError, NotFound) as exc:
-        raise UserError(str(exc)) from None
+    store.save_rule(store.get_rule(name).replace(**changes))
     click.echo(f"updated rule {name}")
 
 
 def _set_enabled(ctx: click.Context, name: str, enabled: bool) -> None:
     store = _store(ctx)
-    try:
-        store.save_rule(store.get_rule(name).replace(enabled=enabled))
-    except (NotFound, RuleError) as exc:
-        raise UserError(str(exc)) from None
+    store.save_rule(store.get_rule(name).replace(enabled=enabled))
     click.echo(f"{'enabled' if enabled else 'disabled'} rule {name}")
 
 
@@ -181,10 +206,7 @@ def rules_disable(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def rules_delete(ctx: click.Context, name: str) -> None:
     """Delete the rule NAME (its trigger log stays)."""
-    try:
-        _store(ctx).delete_rule(name)
-    except NotFound as exc:
-        raise UserError(str(exc)) from None
+    _store(ctx).delete_rule(name)
     click.echo(f"deleted rule {name}")
 
 
@@ -203,7 +225,7 @@ def rules_list(ctx: click.Context, as_json: bool) -> None:
     table = [("NAME", "ENABLED", "FORMAT", "ACTIONS", "NAMESPACE", "REPOSITORY", "TAG", "URL")]
     for r in found:
         table.append((r.name, "yes" if r.enabled else "no", r.format, ",".join(r.actions),
-                      r.namespace or "*", r.repository or "*", r.tag or "*", r.url))
+                      r.namespace or "*", r.repository or "*", r.tag or "*", printable(r.url)))
     _print_table(table)
 
 
@@ -213,11 +235,7 @@ def rules_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def rules_show(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show every field of the rule NAME; header values are masked."""
-    try:
-        rule = _store(ctx).get_rule(name)
-    except NotFound as exc:
-        raise UserError(str(exc)) from None
-    data = rule.to_dict()
+    data = _store(ctx).get_rule(name).to_dict()
     if as_json:
         emit_json(data)
         return
@@ -230,15 +248,15 @@ def rules_show(ctx: click.Context, name: str, as_json: bool) -> None:
             value = "yes" if value else "no"
         elif value in (None, ""):
             value = "*" if key in ("namespace", "repository", "tag") else "-"
-        click.echo(f"{key + ':':<13}{value}")
+        click.echo(f"{key + ':':<13}{printable(value)}")
 
 
 # --- sending ------------------------------------------------------------------------------
 
 def _sender_options(fn: F) -> F:
     options = [
-        click.option("--timeout", type=click.FloatRange(0.001, MAX_SECONDS), default=DEFAULT_TIMEOUT,
-                     callback=_finite,
+        click.option("--timeout", type=click.FloatRange(0.001, MAX_SECONDS),
+                     default=DEFAULT_TIMEOUT, callback=_finite,
                      envvar="RECEIVER_SEND_TIMEOUT", show_default=True, show_envvar=True,
                      help="Seconds allowed for each attempt."),
         click.option("--attempts", type=click.IntRange(1, 100), default=DEFAULT_ATTEMPTS,
@@ -253,8 +271,53 @@ def _sender_options(fn: F) -> F:
     return _apply(options, fn)
 
 
-def _sender(ctx: click.Context, timeout: float, attempts: int, backoff: float) -> Sender:
-    return Sender(_store(ctx), timeout=timeout, attempts=attempts, backoff=backoff)
+def _sender(ctx: click.Context, timeout: float, attempts: int, backoff: float,
+            as_json: bool) -> Sender:
+    """A sender that says what happens as it happens: a line on stdout as each delivery
+    ends (not with --json, whose stdout is the JSON alone), a line on stderr for each
+    attempt that will be tried again."""
+    lock = threading.Lock()
+
+    def done(delivery: Delivery) -> None:
+        if not as_json:
+            with lock:
+                click.echo(_line(delivery))
+
+    def retry(delivery: Delivery, attempt: Attempt, delay: float) -> None:
+        answer = _snippet(attempt.answer_text(), 100)
+        with lock:
+            click.echo(
+                f"task {delivery.task_id}  rule {delivery.rule or '-'}  attempt "
+                f"{attempt.attempt} of {attempts} failed: {attempt.error}"
+                + (f" (answer: {answer})" if answer else "")
+                + f"; next try in {_seconds(delay)}",
+                err=True,
+            )
+
+    sender = Sender(_store(ctx), timeout=timeout, attempts=attempts, backoff=backoff,
+                    on_done=done, on_retry=retry)
+    ctx.call_on_close(sender.close)
+    return sender
+
+
+def _line(d: Delivery) -> str:
+    """A delivery's line: task id, rule, status, HTTP status, attempts, and what went wrong."""
+    http = f"HTTP {d.http_status}" if d.http_status is not None else "no answer"
+    error = f"  ({d.error})" if d.error and d.error != f"HTTP {d.http_status}" else ""
+    return (f"task {d.task_id}  rule {d.rule or '-'}  {d.status}  {http}  "
+            f"attempts {d.attempts}{error}")
+
+
+def _snippet(text: str, width: int) -> str:
+    """*text* on one line, at most *width* characters, safe for a terminal."""
+    text = " ".join(text.split())
+    if len(text) > width:
+        text = text[: width - 3] + "..."
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def _seconds(delay: float) -> str:
+    return f"{delay:.1f}s" if delay >= 1 else f"{delay * 1000:.0f}ms"
 
 
 def _operator() -> str:
@@ -304,16 +367,12 @@ def _event(action: str, ref: str | None, options: dict[str, t.Any]) -> Event:
         raise UserError(str(exc)) from None
 
 
-def _report(deliveries: list[Delivery], as_json: bool) -> None:
+def _report(deliveries: list[Delivery], as_json: bool, failed: bool = False) -> None:
+    """The end of emit, send and redeliver: the rows as JSON with --json (each line was
+    printed as its delivery ended otherwise); exit status 1 if one did not succeed."""
     if as_json:
         emit_json([d.to_dict() for d in deliveries])
-    else:
-        for d in deliveries:
-            http = f"HTTP {d.http_status}" if d.http_status is not None else "no answer"
-            error = f"  ({d.error})" if d.error and d.error != f"HTTP {d.http_status}" else ""
-            click.echo(f"task {d.task_id}  rule {d.rule or '-'}  {d.status}  {http}  "
-                       f"attempts {d.attempts}{error}")
-    if any(d.status != "success" for d in deliveries):
+    if failed or any(d.status != "success" for d in deliveries):
         raise SystemExit(1)
 
 
@@ -419,9 +478,11 @@ def _check_format(format_: str | None, event: Event) -> None:
 @click.command(help="""Fire ACTION through the matching rules, as the registry would.
 """ + _REF_HELP + """
     Every enabled rule that matches gets one delivery in the rule's format (see `rules
-    show`), or in --format for all of them, logged in the trigger log. Prints one line per
-    delivery: task id, rule, status, HTTP status and attempts. Exits 1 if any delivery
-    failed.
+    show`), or in --format for all of them, logged in the trigger log. Prints a line per
+    delivery as it ends (task id, rule, status, HTTP status, attempts) and, on stderr, a
+    line per attempt that will be tried again (what failed, the start of the answer, the
+    wait); --json prints the rows instead, at the end. `receiver logs --task ID` shows every
+    attempt. Exits 1 if any delivery failed.
 
     \b
       receiver emit pushImage prod/app:v1.2.0,latest
@@ -446,16 +507,20 @@ def emit(ctx: click.Context, action: str, ref: str | None, format_: str | None, 
     event = _event(action, ref, options)
     _check_format(format_, event)
     skipped: list[str] = []
+    broken: list[str] = []
 
     def skip(rule: TriggerRule, reason: str) -> None:
         # Only a hand-edited store holds such a rule; say so where the user looks.
         skipped.append(rule.name)
+        if rule.defect is not None:
+            broken.append(rule.name)
         click.echo(f"rule {rule.name} skipped: {reason}", err=True)
 
-    deliveries = _sender(ctx, timeout, attempts, backoff).emit(event, format_, on_skip=skip)
+    sender = _sender(ctx, timeout, attempts, backoff, as_json)
+    deliveries = sender.emit(event, format_, on_skip=skip)
     if not deliveries and not skipped and not as_json:
         click.echo(f"no enabled rule matches {action}" + (f" {ref}" if ref else ""), err=True)
-    _report(deliveries, as_json)
+    _report(deliveries, as_json, failed=bool(broken))
 
 
 @click.command(help="""Send one ACTION event to --url, without any rule.
@@ -482,10 +547,7 @@ def send(ctx: click.Context, action: str, ref: str | None, url: str, headers: tu
     event = _event(action, ref, options)
     _check_format(format_, event)
     parsed = _headers(headers)
-    try:
-        delivery = _sender(ctx, timeout, attempts, backoff).send(event, url, parsed, format_)
-    except RuleError as exc:
-        raise UserError(str(exc)) from None
+    delivery = _sender(ctx, timeout, attempts, backoff, as_json).send(event, url, parsed, format_)
     _report([delivery], as_json)
 
 
@@ -502,29 +564,60 @@ def redeliver(ctx: click.Context, task_id: int, headers: tuple[str, ...], timeou
     A rule's task goes to the rule's current URL with its current headers.
     """
     parsed = _headers(headers)
-    try:
-        delivery = _sender(ctx, timeout, attempts, backoff).redeliver(task_id, parsed)
-    except (NotFound, ValueError) as exc:
-        raise UserError(str(exc)) from None
+    delivery = _sender(ctx, timeout, attempts, backoff, as_json).redeliver(task_id, parsed)
     _report([delivery], as_json)
 
 
 @click.command()
 @click.argument("rule", required=False)
+@click.option("--task", "task_id", type=click.IntRange(1, 2**63 - 1), metavar="ID",
+              help="Show one task: its fields, the body it sent, and each attempt (start, "
+                   "duration, HTTP status, error, the first 4 KiB of the answer).")
+@click.option("--metrics", is_flag=True,
+              help="Print the deliveries by rule and outcome, in Prometheus' text format "
+                   "(for node_exporter's textfile collector).")
 @click.option("--status", type=click.Choice(STATUSES), help="Only rows with this status.")
 @click.option("--limit", type=click.IntRange(1, 2**63 - 1), default=20, show_default=True,
               help="At most this many rows, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON, bodies included.")
 @click.pass_context
-def logs(ctx: click.Context, rule: str | None, status: str | None, limit: int, as_json: bool) -> None:
-    """Show the trigger log, newest first, for every rule or for RULE."""
+def logs(ctx: click.Context, rule: str | None, task_id: int | None, metrics: bool,
+         status: str | None, limit: int, as_json: bool) -> None:
+    """Show the trigger log, newest first, for every rule or for RULE; or one task with
+    --task ID; or the delivery counters with --metrics.
+
+    \b
+      receiver logs deploy --status failed
+      receiver logs --task 42 --json
+      cd /var/lib/node_exporter/textfile &&
+          receiver logs --metrics > receiver.prom.tmp && mv receiver.prom.tmp receiver.prom
+
+    The log keeps RECEIVER_LOG_RETENTION days (default 30); the counters are never pruned.
+    """
+    given = [name for name, value in (("RULE", rule), ("--status", status)) if value]
+    if ctx.get_parameter_source("limit") is not click.core.ParameterSource.DEFAULT:
+        given.append("--limit")
+    if task_id is not None and (given or metrics):
+        raise UserError(f"--task shows one task: leave out {', '.join(given) or '--metrics'}")
+    if metrics and (given or as_json):
+        raise UserError("--metrics prints every counter in Prometheus' text format: leave out "
+                        + ", ".join(given + (["--json"] if as_json else [])))
     store = _store(ctx)
+    if task_id is not None:
+        _show_task(store, task_id, as_json)
+        return
+    if metrics:
+        from ..registry.metrics import exposition
+
+        click.echo(exposition(store.delivery_counts(), store.rule_names()), nl=False)
+        return
     rows = store.list_deliveries(rule=rule, status=status, limit=limit)
     if rule is not None and not rows:
         try:
             store.get_rule(rule)
         except NotFound:
-            raise UserError(f"no rule named {rule!r}, and no trigger log for one") from None
+            hint = f" (to show task {rule}: receiver logs --task {rule})" if rule.isdigit() else ""
+            raise NotFound(f"no rule named {rule!r}, and no trigger log for one{hint}") from None
     if as_json:
         emit_json([d.to_dict() for d in rows])
         return
@@ -532,9 +625,45 @@ def logs(ctx: click.Context, rule: str | None, status: str | None, limit: int, a
         click.echo("the trigger log is empty" + (" for that selection" if rule or status else ""),
                    err=True)
         return
-    table = [("TASK", "RULE", "ACTION", "REPOSITORY", "TAGS", "STATUS", "HTTP", "ATTEMPTS",
-              "CREATED", "ERROR")]
+    table: list[tuple[t.Any, ...]] = [("TASK", "RULE", "ACTION", "REPOSITORY", "TAGS", "STATUS",
+                                       "HTTP", "ATTEMPTS", "CREATED", "ERROR")]
     for d in rows:
-        table.append((d.task_id, d.rule or "-", d.action, d.repository or "-", ",".join(d.tags) or "-",
-                      d.status, d.http_status or "-", d.attempts, d.created_at, d.error or ""))
+        table.append((d.task_id, d.rule or "-", d.action, d.repository or "-",
+                      ",".join(d.tags) or "-", d.status, d.http_status or "-", d.attempts,
+                      d.created_at, d.error or ""))
+    _print_table(table)
+
+
+def _show_task(store: Store, task_id: int, as_json: bool) -> None:
+    """``logs --task``: one row, its body and its attempts."""
+    d = store.get_delivery(task_id)
+    attempts = store.attempts(task_id)
+    if as_json:
+        data = d.to_dict()
+        data["attempt_log"] = [a.to_dict() for a in attempts]
+        emit_json(data)
+        return
+    body = d.decoded_body()
+    for key, value in (
+        ("task", d.task_id), ("rule", d.rule or "-"), ("action", d.action),
+        ("repository", d.repository or "-"), ("tags", ",".join(d.tags) or "-"),
+        ("url", printable(d.url)), ("status", d.status),
+        ("http", d.http_status if d.http_status is not None else "-"),
+        ("attempts", d.attempts), ("error", d.error or "-"), ("created", d.created_at),
+        ("updated", d.updated_at),
+    ):
+        click.echo(f"{key + ':':<12}{value}")
+    click.echo("body:")
+    for line in json.dumps(body, indent=2, ensure_ascii=False).splitlines():
+        click.echo("  " + line)
+    if not attempts:
+        click.echo("no attempt logged" + (" (logged before attempts were kept)"
+                                         if d.attempts else ""))
+        return
+    table: list[tuple[t.Any, ...]] = [("ATTEMPT", "STARTED", "DURATION", "HTTP", "ERROR",
+                                       "ANSWER")]
+    for a in attempts:
+        table.append((a.attempt, a.started_at, f"{a.duration_ms:.1f}ms",
+                      a.http_status if a.http_status is not None else "-", a.error or "-",
+                      _snippet(a.answer_text(), 60) or "-"))
     _print_table(table)

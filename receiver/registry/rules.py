@@ -12,13 +12,14 @@ import typing as t
 from urllib.parse import urlsplit
 
 from ..core.events import ACTIONS, REPOSITORY_ACTIONS, Event, Resource
-from ..core.formats import FORMATS, Format
 from ..core.filters import select_resources
+from ..core.formats import FORMATS, Format
 from ..core.matcher import PatternError, repository_fullmatch, tag_fullmatch
 from ..core.text import is_header_name
 
 __all__ = [
     "DEFAULT_ACTIONS",
+    "FRAMING_HEADERS",
     "RuleError",
     "TriggerRule",
     "carries",
@@ -60,10 +61,17 @@ def _shown(url: str) -> str:
     return repr(scheme + sep + rest)
 
 
+#: A host as a URL writes it: a registered name or IPv4 address (RFC 3986's reg-name, which
+#: http.client sends as it is), or an IPv6 address in brackets.
+_HOST = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+(%25[A-Za-z0-9._~-]+)?\]")
+
+
 def validate_url(url: str) -> str:
     """Return *url* if it is an absolute http(s) URL fit for a delivery, else raise RuleError.
 
-    Messages never show credentials written into the URL.
+    Strict, so that a stored URL can always be sent: no white space, control characters (ESC,
+    DEL...) or non-ASCII text; http or https; a host; a port from 1 to 65535. Messages never
+    show credentials written into the URL.
     """
     if not isinstance(url, str) or not url:
         raise RuleError("url: a target URL is required")
@@ -72,17 +80,30 @@ def validate_url(url: str) -> str:
         raise RuleError("url: credentials in the URL are not allowed; send them in a --header")
     if any(c.isspace() for c in url):
         raise RuleError(f"url: {shown} contains white space")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in url):
+        raise RuleError(f"url: {shown} contains a control character")
     if not url.isascii():
-        raise RuleError(f"url: {shown} must be ASCII (write an international host name in punycode)")
+        raise RuleError(
+            f"url: {shown} must be ASCII (write an international host name in punycode)"
+        )
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises ValueError for a bad port)
     except ValueError as exc:
         raise RuleError(f"url: {shown} is not a valid URL ({exc})") from None
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
     if parts.scheme not in ("http", "https"):
         raise RuleError(f"url: {shown} must start with http:// or https://")
-    if not parts.hostname:
+    netloc = parts.netloc  # no user info: refused above
+    host = netloc[: netloc.index("]") + 1] if netloc.startswith("[") else netloc.split(":")[0]
+    if not parts.hostname or not host:
         raise RuleError(f"url: {shown} has no host")
+    if not _HOST.fullmatch(host):
+        raise RuleError(f"url: {shown} has an invalid host {host!r}")
+    if port == 0:
+        raise RuleError(f"url: {shown} is not a valid URL (the port must be from 1 to 65535)")
     return url
 
 
@@ -98,17 +119,32 @@ def parse_header(text: str) -> tuple[str, str]:
     return check_header(key, value)
 
 
+#: Headers that frame the request or the connection: the sender writes them itself, and a
+#: second copy (two Content-Lengths, a Connection: close on a kept-alive connection) would
+#: garble the request. Lower case.
+FRAMING_HEADERS = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive",
+    "proxy-connection", "te", "trailer", "upgrade",
+})
+
+
 def check_header(key: str, value: str) -> tuple[str, str]:
-    """A header that HTTP can carry: a token name, and a value without control characters
+    """A header that HTTP can carry: a token name that is not one of the framing headers the
+    sender writes itself (:data:`FRAMING_HEADERS`), and a value without control characters
     (sent as UTF-8, which is how the receiver compares configured values).
 
     Messages name the header and what is wrong, never the value, which may be a secret.
     """
-    if not is_header_name(key):
+    if not isinstance(key, str) or not is_header_name(key):
         # Not echoed: with a mistyped separator ('Authorization=Bearer x:y') it holds a secret.
         raise RuleError(
             "a header name must be an HTTP token (letters, digits and !#$%&'*+-.^_`|~), "
             "written 'Key: Value'"
+        )
+    if key.lower() in FRAMING_HEADERS:
+        raise RuleError(
+            f"header {key!r} is not allowed: the sender writes the headers that frame the "
+            "request (Host, Content-Length, Transfer-Encoding, Connection) itself"
         )
     if not isinstance(value, str) or not value:
         raise RuleError(f"header {key!r} has an empty value")
@@ -162,7 +198,9 @@ class TriggerRule:
         validate_url(self.url)
         fmt = FORMATS.get(self.format) if isinstance(self.format, str) else None
         if fmt is None:
-            raise RuleError(f"format {self.format!r} is unknown; expected one of: {', '.join(FORMATS)}")
+            raise RuleError(
+                f"format {self.format!r} is unknown; expected one of: {', '.join(FORMATS)}"
+            )
         if self.actions is None:
             actions = tuple(a for a in DEFAULT_ACTIONS if carries(fmt, a))
         else:
@@ -171,7 +209,9 @@ class TriggerRule:
             raise RuleError("actions: a rule needs at least one action")
         for action in actions:
             if action not in ACTIONS:
-                raise RuleError(f"action {action!r} is unknown; expected one of: {', '.join(ACTIONS)}")
+                raise RuleError(
+                    f"action {action!r} is unknown; expected one of: {', '.join(ACTIONS)}"
+                )
         missing = [a for a in actions if not carries(fmt, a)]
         if missing:
             raise RuleError(
@@ -181,7 +221,9 @@ class TriggerRule:
         object.__setattr__(self, "actions", tuple(dict.fromkeys(actions)))
         if self.namespace == "":
             object.__setattr__(self, "namespace", None)
-        if self.namespace is not None and (not isinstance(self.namespace, str) or "/" in self.namespace):
+        if self.namespace is not None and (
+            not isinstance(self.namespace, str) or "/" in self.namespace
+        ):
             raise RuleError(f"namespace {self.namespace!r} is invalid: a namespace has no '/'")
         for field, compile_ in (("repository", repository_fullmatch), ("tag", tag_fullmatch)):
             pattern = getattr(self, field) or ""
@@ -207,12 +249,25 @@ class TriggerRule:
         object.__setattr__(self, "enabled", bool(self.enabled))
 
     @classmethod
-    def _trusted(cls, **fields: t.Any) -> TriggerRule:
-        """Rebuild a rule that was validated when it was stored, without checking again."""
+    def _trusted(cls, defect: str | None = None, **fields: t.Any) -> TriggerRule:
+        """Rebuild a rule that was validated when it was stored, without checking again.
+
+        :param defect: why the stored row cannot be read whole (a hand-edited store); see
+            :attr:`defect`.
+        """
         rule = object.__new__(cls)
         for key, value in fields.items():
             object.__setattr__(rule, key, value)
+        if defect is not None:
+            object.__setattr__(rule, "_defect", defect)
         return rule
+
+    @property
+    def defect(self) -> str | None:
+        """Why this rule, read from a damaged store row, cannot be used as stored
+        (``"rule 'x' in the store is corrupt: headers are not JSON"``); ``None`` for a sound
+        rule. Not a field: it takes no part in equality, and a rule made anew has none."""
+        return t.cast("str | None", self.__dict__.get("_defect"))
 
     def replace(self, **changes: t.Any) -> TriggerRule:
         """A copy with *changes*, validated again."""
