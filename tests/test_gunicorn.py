@@ -12,11 +12,11 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import SECRET
+from servers import ROOT, gunicorn, post, wait_for
+
 from receiver.core.schemas import event_id
 from receiver.testing import make_body
-from servers import ROOT, gunicorn, post, wait_for
 
 RECORDER = textwrap.dedent('''
     import json, os

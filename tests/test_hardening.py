@@ -7,10 +7,10 @@ import socket
 import textwrap
 
 import pytest
+from servers import gunicorn, post, wait_for
 
 from receiver.core.events import MAX_RESOURCES, MAX_TAG
 from receiver.testing import make_body
-from servers import gunicorn, post, wait_for
 
 HANDLERS = textwrap.dedent('''
     import sys
