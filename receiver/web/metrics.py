@@ -144,6 +144,8 @@ class Metrics:
         # Label children cached: .labels() costs more than .inc() on the request path.
         self._by_status: dict[int, t.Any] = {}
         self._by_event: dict[tuple[str, str], t.Any] = {}
+        self._by_run: dict[tuple[str, str], t.Any] = {}
+        self._by_handler: dict[str, t.Any] = {}
         from ..handlers import signals
 
         signals.handler_finished.connect(self.handler_finished, weak=False)
@@ -179,8 +181,15 @@ class Metrics:
     def handler_finished(self, sender: t.Any, *, handler: str, outcome: str, seconds: float,
                          **extra: t.Any) -> None:
         """Receiver of the ``handler-finished`` signal."""
-        self.handler_runs.labels(handler, outcome).inc()
-        self.handler_seconds.labels(handler).observe(seconds)
+        key = (handler, outcome)
+        runs = self._by_run.get(key)
+        if runs is None:
+            runs = self._by_run[key] = self.handler_runs.labels(*key)
+        runs.inc()
+        durations = self._by_handler.get(handler)
+        if durations is None:
+            durations = self._by_handler[handler] = self.handler_seconds.labels(handler)
+        durations.observe(seconds)
 
     # --- exposition -----------------------------------------------------------------
 
