@@ -152,7 +152,9 @@ class Target:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for it, at the end of every test that uses a Target.
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                        daemon=True)
 
     def __enter__(self) -> Target:
         self._thread.start()
@@ -175,7 +177,7 @@ def serve(app: t.Any) -> t.Iterator[str]:
     from werkzeug.serving import make_server
 
     server = make_server("127.0.0.1", free_port(), app)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_port}/webhook"
     finally:

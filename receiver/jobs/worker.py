@@ -348,8 +348,16 @@ class Pool:
                     claims = [*self._running.values(), *self._succeeded]
                 claims.extend(list(self._held.values()))
                 lost = self.queue.heartbeat(claims, self.lease)
-                for job_id in lost:
-                    log.warning("job %d: lease lost; another worker may run it again", job_id)
+                if lost:
+                    # A job that ended after the snapshot above (its success written by a
+                    # worker thread meanwhile) is no longer running: that is no lost lease.
+                    with self._running_lock:
+                        ours = {*self._running, *(c.job_id for c in self._succeeded)}
+                    ours.update(self._held)
+                    for job_id in lost:
+                        if job_id in ours:
+                            log.warning("job %d: lease lost; another worker may run it again",
+                                        job_id)
                 if time.monotonic() - last_purge > PURGE_EVERY:
                     last_purge = time.monotonic()
                     self.purge()
