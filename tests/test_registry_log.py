@@ -17,7 +17,7 @@ import typing as t
 
 import pytest
 from click.testing import CliRunner
-from servers import Target
+from servers import Target, wait_for
 
 from receiver.cli import main
 from receiver.registry.rules import TriggerRule
@@ -125,12 +125,12 @@ def test_logs_task_shows_the_body_and_every_attempt(cli):
     lines = out.splitlines()
     assert "status:     success" in lines and "body:" in lines
     assert '    "type": "pushImage",' in lines
-    header = next(i for i, line in enumerate(lines) if line.startswith("ATTEMPT"))
-    assert lines[header].split() == ["ATTEMPT", "STARTED", "DURATION", "HTTP", "ERROR", "ANSWER"]
-    first, second = lines[header + 1], lines[header + 2]
-    assert (first.split()[0], first.split()[3]) == ("1", "500")
-    assert first.endswith('HTTP 500  {"error": "boom"}')
-    assert (second.split()[0], second.split()[3], second.split()[-1]) == ("2", "202", "queued")
+    first = next(i for i, line in enumerate(lines) if line.startswith("attempt 1: "))
+    assert lines[first].endswith("HTTP 500  error: HTTP 500")
+    assert lines[first + 1] == '  answer: {"error": "boom"}'
+    assert lines[first + 2].startswith("attempt 2: ")
+    assert lines[first + 2].endswith("HTTP 202  error: -")
+    assert lines[first + 3] == "  answer: queued"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -197,7 +197,10 @@ def test_emit_prints_each_delivery_as_it_ends(tmp_path):
                                 text=True)
         try:
             first = _read_line(proc.stdout, timeout=15)
-            assert slow.requests and not slow.release.is_set()  # still waiting
+            # The slow target has the request (it may be logged a moment after the fast
+            # one's answer), and is still holding it.
+            wait_for(lambda: slow.requests, what="the slow target's request")
+            assert not slow.release.is_set()
             slow.release.set()
             rest, err = proc.communicate(timeout=30)
         finally:

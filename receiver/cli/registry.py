@@ -660,10 +660,11 @@ def _show_task(store: Store, task_id: int, as_json: bool) -> None:
         click.echo("no attempt logged" + (" (logged before attempts were kept)"
                                          if d.attempts else ""))
         return
-    table: list[tuple[t.Any, ...]] = [("ATTEMPT", "STARTED", "DURATION", "HTTP", "ERROR",
-                                       "ANSWER")]
+    # One block per attempt, its answer whole (up to the 4 KiB kept): the part that says
+    # what went wrong (a receiver's "failed": [...]) is often at the end.
     for a in attempts:
-        table.append((a.attempt, a.started_at, f"{a.duration_ms:.1f}ms",
-                      a.http_status if a.http_status is not None else "-", a.error or "-",
-                      _snippet(a.answer_text(), 60) or "-"))
-    _print_table(table)
+        http = a.http_status if a.http_status is not None else "-"
+        click.echo(f"attempt {a.attempt}: {a.started_at}  {a.duration_ms:.1f}ms  HTTP {http}"
+                   f"  error: {a.error or '-'}")
+        answer = a.answer_text()
+        click.echo(f"  answer: {_snippet(answer, 4096) if answer else '(none)'}")
