@@ -58,7 +58,8 @@ def worker(ctx: click.Context, threads: int, queue_url: str | None) -> None:
     from flask import Flask
 
     from ..handlers.runner import make_pool
-    from ..web.app import configure_logging, import_handlers
+    from ..web.app import import_handlers
+    from ..web.logs import configure_logging
     from ..web.settings import ConfigError, load_config
 
     queue = _queue(ctx, queue_url)
@@ -69,7 +70,7 @@ def worker(ctx: click.Context, threads: int, queue_url: str | None) -> None:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        configure_logging(config.get("RECEIVER_LOG_LEVEL"))
+        configure_logging(config.get("RECEIVER_LOG_LEVEL"), config.get("RECEIVER_LOG_FORMAT"))
         modules = import_handlers(config["RECEIVER_HANDLERS"])
         app = Flask("receiver")  # the sender of the handlers' signals, as in a server
         app.config.update(config)
