@@ -1,4 +1,4 @@
-"""Trigger rules: validation of every field, and matching against SPEC.md's table."""
+"""Trigger rules: validation of every field, and matching against the table of docs/patterns.md."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def test_to_dict_masks_header_values():
     assert rule.to_dict(reveal=True)["headers"] == [["Authentication", "s3cret"]]
 
 
-# SPEC.md's table, as rules: (repository, tag, full name, tags, fires, tags delivered)
+# The registry's examples (docs/patterns.md), as rules: (repository, tag, full name, tags, fires, tags delivered)
 TABLE = [
     R("**", "", "public/a/b", ["x"], True, ["x"], id="every-repository"),
     R("", "", "public/a", ["x"], True, ["x"], id="empty-matches-all"),
@@ -110,7 +110,7 @@ TABLE = [
 
 @pytest.mark.parametrize("repository, tag, full_name, tags, fires, delivered", TABLE)
 def test_rule_matching_follows_the_spec_table(repository, tag, full_name, tags, fires, delivered):
-    """A rule fires as SPEC.md's table says, and carries only the tags that matched."""
+    """A rule fires as the registry's examples say, and carries only the tags that matched."""
     rule = TriggerRule("r", URL, namespace="public", repository=repository, tag=tag)
     event = make_event("pushImage", full_name, tags)
     assert rule.matches(event) is fires

@@ -78,10 +78,12 @@ def worker(ctx: click.Context, threads: int, queue_url: str | None) -> None:
     except ConfigError as exc:
         raise UserError(f"configuration error: {exc}") from None
     queue.check()
-    pool.start()
-    click.echo(f"worker: {threads} thread(s) on {queue.url}, handlers from "
-               f"{', '.join(modules)}; Ctrl-C to stop", err=True)
     try:
+        # From here on a SIGTERM stops the pool gracefully, even one that arrives while the
+        # threads just started take their first jobs.
+        pool.start()
+        click.echo(f"worker: {threads} thread(s) on {queue.url}, handlers from "
+                   f"{', '.join(modules)}; Ctrl-C to stop", err=True)
         threading.Event().wait()
     except (KeyboardInterrupt, _Terminated):
         click.echo("worker: stopping; waiting for the running jobs", err=True)
