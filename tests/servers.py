@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import pathlib
@@ -17,10 +18,25 @@ import urllib.request
 ROOT = pathlib.Path(__file__).parent.parent
 
 
+# Ports for the servers the tests start: below the kernel's ephemeral range (32768 and up,
+# where client sockets take theirs) and a block per pytest-xdist process, so that no two
+# tests, and no client connection, can be handed the same port between our check and the
+# server's bind. (Port 0, "any free port", has exactly that race: another process may take
+# the port before the server binds it, and a test then talks to another test's server.)
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_PORTS = itertools.count(20000 + (_WORKER % 8) * 1500)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port no other test of this run is handed, free right now."""
+    for port in _PORTS:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")  # pragma: no cover (itertools.count never ends)
 
 
 def stop(proc: subprocess.Popen) -> None:
