@@ -62,3 +62,22 @@ def test_shipped_config_makes_every_line_json(tmp_path):
 def test_bad_log_format_is_a_config_error():
     with pytest.raises(ConfigError, match="RECEIVER_LOG_FORMAT must be text or json, got 'xml'"):
         create_app({"RECEIVER_QUEUE": "sync", "RECEIVER_LOG_FORMAT": "xml"}, env=False)
+
+
+def test_proxy_hops_log_the_address_the_proxy_passes(caplog):
+    """Behind RECEIVER_PROXY_HOPS proxies, the request line names the client they saw."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="receiver")
+    app = create_app({"RECEIVER_QUEUE": "sync", "RECEIVER_PROXY_HOPS": 1}, env=False)
+    app.test_client().post("/webhook", json=make_body("pushImage", "prod/api", ["v1"]),
+                           headers={"X-Forwarded-For": "203.0.113.7"})
+    lines = [r.getMessage() for r in caplog.records if "status=200" in r.getMessage()]
+    assert lines and lines[0].endswith("client=203.0.113.7")
+
+    app = create_app({"RECEIVER_QUEUE": "sync"}, env=False)
+    caplog.clear()
+    app.test_client().post("/webhook", json=make_body("pushImage", "prod/api", ["v2"]),
+                           headers={"X-Forwarded-For": "203.0.113.7"})
+    lines = [r.getMessage() for r in caplog.records if "status=200" in r.getMessage()]
+    assert lines and lines[0].endswith("client=127.0.0.1")  # not trusted without hops

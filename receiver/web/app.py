@@ -14,6 +14,11 @@ Settings (environment variables, or keys of the ``config`` mapping):
 ``RECEIVER_HANDLER_BACKOFF``   the first retry's delay in seconds, default 2
 ``RECEIVER_LEASE``         seconds a running job may go without a heartbeat, default 30
 ``RECEIVER_DEDUP_WINDOW``  seconds during which the same event id is a duplicate, default 86400
+``RECEIVER_LOG_RETENTION`` days to keep finished jobs, default 30
+``RECEIVER_LOG_FORMAT``    ``text`` (default) or ``json``: one JSON object per log line
+``RECEIVER_PROXY_HOPS``    reverse proxies in front, whose X-Forwarded-For is trusted; default 0
+``RECEIVER_METRICS``       ``false``: no ``/metrics`` and nothing counted; default true
+``RECEIVER_METRICS_AUTH_HEADERS``  what a scrape must send; default the webhook's auth headers
 """
 
 from __future__ import annotations
