@@ -86,7 +86,12 @@ def on_starting(server: t.Any) -> None:
         for stale in glob.glob(os.path.join(path, "*.db")):
             os.remove(stale)
     elif _metrics_on():
-        path = tempfile.mkdtemp(prefix="receiver-metrics-")  # mode 0700
+        prefix = f"receiver-metrics-{os.getuid()}-"
+        path = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")  # mode 0700
+        # A master killed with SIGKILL never ran on_exit: remove what it left.
+        from receiver.web.metrics import remove_stale
+
+        remove_stale(os.path.dirname(path), prefix, keep=path)
         os.environ[_DIR] = path  # inherited by the workers
         server.receiver_metrics_dir = path  # on the arbiter: survives a reload (HUP)
 

@@ -27,7 +27,7 @@ if t.TYPE_CHECKING:
     from ..core.events import Event
     from ..jobs import Queue
 
-__all__ = ["Metrics", "metrics_directory"]
+__all__ = ["Metrics", "metrics_directory", "remove_stale"]
 
 log = logging.getLogger("receiver")
 
@@ -77,7 +77,7 @@ def metrics_directory() -> str | None:
     except FileExistsError:
         pass
     else:
-        _remove_stale(os.path.dirname(path), prefix, keep=path)
+        remove_stale(os.path.dirname(path), prefix, keep=path)
     info = os.lstat(path)
     import stat
 
@@ -88,8 +88,9 @@ def metrics_directory() -> str | None:
     return path
 
 
-def _remove_stale(parent: str, prefix: str, keep: str) -> None:
-    """Remove the directories of gunicorn masters that are gone."""
+def remove_stale(parent: str, prefix: str, keep: str) -> None:
+    """Remove the directories ``<prefix><pid>-...`` in *parent* whose gunicorn master (that
+    pid) is gone: one killed before it could clean up after itself."""
     with contextlib.suppress(OSError):
         for name in os.listdir(parent):
             if not name.startswith(prefix) or os.path.join(parent, name) == keep:
