@@ -55,7 +55,7 @@ __all__ = [
 # Flask only when the app is asked for (`create_app`, `Receiver`).
 _WHERE = {
     "signals": "handlers.signals",
-    "ConfigError": "web.settings",
+    "ConfigError": "core.settings",
     **dict.fromkeys(("Receiver", "create_app"), "web.app"),
     **dict.fromkeys(("Handlers", "off", "on"), "handlers.dispatch"),
     **dict.fromkeys((
@@ -106,7 +106,7 @@ if t.TYPE_CHECKING:
     )
     from .core.matcher import PatternError, compile_pattern, repository_matches, tag_matches
     from .core.schemas import dump_event, load_event
+    from .core.settings import ConfigError
     from .handlers import signals
     from .handlers.dispatch import Handlers, off, on
     from .web.app import Receiver, create_app
-    from .web.settings import ConfigError

@@ -115,7 +115,7 @@ DOMAIN_ERRORS = {
     "receiver.registry.store": ("NotFound",),
     "receiver.jobs": ("QueueError",),
     "receiver.jobs.base": ("QueueUnavailable",),
-    "receiver.web.settings": ("ConfigError",),
+    "receiver.core.settings": ("ConfigError",),
 }
 
 

@@ -38,7 +38,6 @@ from ..registry.store import (
     Attempt,
     Delivery,
     NotFound,
-    SettingError,
     Store,
     default_db_path,
 )
@@ -57,8 +56,6 @@ def _store(ctx: click.Context) -> Store:
         path = obj.get("db") or default_db_path()
         try:
             obj["store"] = Store(path, on_warning=_warn)
-        except SettingError as exc:  # as the receiver's ConfigError reads
-            raise UserError(f"configuration error: {exc}") from None
         except OSError as exc:
             raise UserError(f"cannot open the store {path}: {exc.strerror or exc}") from None
         except sqlite3.Error as exc:

@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import pathlib
 import sqlite3
@@ -29,6 +28,7 @@ import typing as t
 from datetime import datetime, timezone
 
 from ..core.matcher import PatternError, repository_fullmatch, tag_fullmatch
+from ..core.settings import number
 from .rules import RuleError, TriggerRule
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "Delivery",
     "NewDelivery",
     "NotFound",
-    "SettingError",
     "Store",
     "StoreCorrupt",
     "default_db_path",
@@ -175,10 +174,6 @@ class StoreCorrupt(RuleError):
     column and what is wrong, never a header value."""
 
 
-class SettingError(ValueError):
-    """A setting of the store (``RECEIVER_LOG_RETENTION``) is invalid; the message names it."""
-
-
 def default_db_path() -> pathlib.Path:
     """``RECEIVER_DB`` if set, else the per-user data directory (XDG)."""
     env = os.environ.get("RECEIVER_DB")
@@ -195,7 +190,7 @@ def log_retention(value: t.Any = None) -> float:
     as the receiver reads it, JSON first), else 30. A number above 0 and at most 3650
     (``0.5`` is 12 hours), as for the receiver's finished jobs.
 
-    :raises SettingError: anything else, naming the setting.
+    :raises ConfigError: anything else, naming the setting.
     """
     if value is None:
         text = os.environ.get("RECEIVER_LOG_RETENTION")
@@ -205,19 +200,8 @@ def log_retention(value: t.Any = None) -> float:
             value = json.loads(text)
         except ValueError:
             value = text
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value) and 0 < value <= MAX_RETENTION_DAYS)
-    if not ok:
-        raise SettingError(
-            f"RECEIVER_LOG_RETENTION must be a number above 0 and at most "
-            f"{MAX_RETENTION_DAYS}, got {value!r}"
-        )
-    return float(value)
+    return number({"RECEIVER_LOG_RETENTION": value}, "RECEIVER_LOG_RETENTION",
+                  DEFAULT_RETENTION_DAYS, minimum=0, above=True, maximum=MAX_RETENTION_DAYS)
 
 
 def now() -> str:
@@ -326,7 +310,7 @@ class Store:
     :param busy_timeout: seconds a statement waits for another process's lock.
     :param on_warning: hears each warning (a store others could read); default: logged.
     :param tidy: close the rows past their deadline and delete those past the retention.
-    :raises SettingError: ``RECEIVER_LOG_RETENTION`` (or *retention_days*) is not a number
+    :raises ConfigError: ``RECEIVER_LOG_RETENTION`` (or *retention_days*) is not a number
         above 0 and at most 3650.
     :raises OSError: the file or its directory cannot be made.
     """

@@ -8,8 +8,9 @@ state without importing the app factory.
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing as t
+
+from ..core.settings import MAX_SECONDS, ConfigError, number
 
 if t.TYPE_CHECKING:
     from ..handlers.dispatch import Handlers
@@ -18,11 +19,8 @@ if t.TYPE_CHECKING:
     from .auth import HeaderAuth
     from .metrics import Metrics
 
+# ConfigError, MAX_SECONDS and number live in receiver.core.settings, shared with the sender.
 __all__ = ["MAX_SECONDS", "ConfigError", "ReceiverState", "flag", "load_config", "number"]
-
-
-class ConfigError(ValueError):
-    """A ``RECEIVER_*`` setting is wrong; the message names it and never holds a secret."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +45,6 @@ class ReceiverState:
     metrics_auth: HeaderAuth | None = None
 
 
-#: The largest number of seconds a setting takes: ten years.
-MAX_SECONDS = 10 * 365 * 86400
-
-
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -64,35 +58,6 @@ def flag(config: t.Mapping[str, t.Any], key: str, default: bool) -> bool:
     if text in _TRUE or text in _FALSE:
         return text in _TRUE
     raise ConfigError(f"{key} must be true or false, got {value!r}")
-
-
-def number(config: t.Mapping[str, t.Any], key: str, default: float, *, minimum: float,
-           maximum: float = MAX_SECONDS, integer: bool = False, above: bool = False) -> t.Any:
-    """The numeric setting *key*, checked: at least *minimum* (or above it), at most
-    *maximum*."""
-    value = config.get(key, default)
-    if isinstance(value, str):
-        try:
-            value = float(value) if not integer else int(value)
-        except ValueError:
-            pass
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and integer and value != int(value):
-        ok = False
-    if ok and (value <= minimum if above else value < minimum):
-        ok = False
-    if ok and value > maximum:
-        ok = False
-    if not ok:
-        kind = "a whole number" if integer else "a number"
-        bound = f"above {_shown(minimum)}" if above else f"at least {_shown(minimum)}"
-        raise ConfigError(f"{key} must be {kind} {bound} and at most {_shown(maximum)}, "
-                          f"got {value!r}")
-    return int(value) if integer else float(value)
-
-
-def _shown(x: float) -> str:
-    return str(int(x)) if x == int(x) else f"{x:g}"
 
 
 def load_config(config: t.Mapping[str, t.Any] | None = None, *,
