@@ -62,3 +62,23 @@ def app():
 @pytest.fixture()
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture()
+def cli(tmp_path, monkeypatch):
+    """Run `receiver ...` in-process against a fresh store; returns (exit code, stdout, stderr).
+    Deliveries retry after 10 ms, not the default half second."""
+    from click.testing import CliRunner
+
+    from receiver.cli import main
+
+    monkeypatch.setenv("RECEIVER_DB", str(tmp_path / "r.db"))
+    monkeypatch.setenv("RECEIVER_SEND_BACKOFF", "0.01")
+    runner = CliRunner()
+
+    def run(*args: str, input: str | bytes | None = None) -> tuple[int, str, str]:
+        result = runner.invoke(main, list(args), prog_name="receiver", catch_exceptions=False,
+                               input=input)
+        return result.exit_code, result.stdout, result.stderr
+
+    return run

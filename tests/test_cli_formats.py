@@ -10,12 +10,10 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 from servers import ROOT, Target, serve
 
 from receiver import create_app
-from receiver.cli import main
 from receiver.core.events import ACTIONS, event_class
 from receiver.core.formats import FORMATS
 from receiver.core.schemas import load_event
@@ -41,21 +39,6 @@ FIRE = {
     "tagRetention": ["--project", "prod", "--retained", "10", "--deleted", "api:v0.8",
                      "--deleted", "api:v0.9"],
 }
-
-
-@pytest.fixture()
-def cli(tmp_path, monkeypatch):
-    """Run `receiver ...` in-process against a fresh store; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("RECEIVER_DB", str(tmp_path / "r.db"))
-    monkeypatch.setenv("RECEIVER_SEND_BACKOFF", "0.01")
-    runner = CliRunner()
-
-    def run(*args: str, input: str | bytes | None = None):
-        result = runner.invoke(main, list(args), prog_name="receiver", catch_exceptions=False,
-                               input=input)
-        return result.exit_code, result.stdout, result.stderr
-
-    return run
 
 
 def carried(fmt: str) -> list[str]:

@@ -10,26 +10,9 @@ import sys
 import time
 
 import pytest
-from click.testing import CliRunner
 from servers import Target
 
-from receiver.cli import main
-
 R = pytest.param
-
-
-@pytest.fixture()
-def cli(tmp_path, monkeypatch):
-    """Run `receiver ...` in-process against a fresh store; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("RECEIVER_DB", str(tmp_path / "r.db"))
-    monkeypatch.setenv("RECEIVER_SEND_BACKOFF", "0.01")
-    runner = CliRunner()
-
-    def run(*args: str):
-        result = runner.invoke(main, list(args), prog_name="receiver", catch_exceptions=False)
-        return result.exit_code, result.stdout, result.stderr
-
-    return run
 
 
 def test_rules_lifecycle(cli):

@@ -10,28 +10,12 @@ import sqlite3
 import stat
 
 import pytest
-from click.testing import CliRunner
 from servers import Target
 
-from receiver.cli import main
 from receiver.registry.rules import RuleError, TriggerRule, validate_url
 from receiver.registry.store import Store
 
 R = pytest.param
-
-
-@pytest.fixture()
-def cli(tmp_path, monkeypatch):
-    """Run `receiver ...` in-process against a fresh store; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("RECEIVER_DB", str(tmp_path / "r.db"))
-    monkeypatch.setenv("RECEIVER_SEND_BACKOFF", "0.01")
-    runner = CliRunner()
-
-    def run(*args: str):
-        result = runner.invoke(main, list(args), prog_name="receiver", catch_exceptions=False)
-        return result.exit_code, result.stdout, result.stderr
-
-    return run
 
 
 @pytest.fixture(scope="module")

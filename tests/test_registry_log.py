@@ -16,10 +16,8 @@ import time
 import typing as t
 
 import pytest
-from click.testing import CliRunner
 from servers import Target, wait_for
 
-from receiver.cli import main
 from receiver.registry.rules import TriggerRule
 from receiver.registry.sender import Sender
 from receiver.registry.store import Store, iso
@@ -68,20 +66,6 @@ class Scripted:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture()
-def cli(tmp_path, monkeypatch):
-    """Run `receiver ...` in-process against a fresh store; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("RECEIVER_DB", str(tmp_path / "r.db"))
-    monkeypatch.setenv("RECEIVER_SEND_BACKOFF", "0.01")
-    runner = CliRunner()
-
-    def run(*args: str):
-        result = runner.invoke(main, list(args), prog_name="receiver", catch_exceptions=False)
-        return result.exit_code, result.stdout, result.stderr
-
-    return run
 
 
 def test_each_attempt_is_a_row_with_the_start_of_its_answer(tmp_path):
