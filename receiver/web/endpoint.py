@@ -168,11 +168,12 @@ def webhook() -> Response:
 def receive(app: Flask, state: ReceiverState, req: Request, started: float) -> Response:
     """The receiving path, step by step."""
     body = read_body(req, state.max_body)
-    if is_ping(req, body):
+    binary = is_binary(req.headers)  # a binary-mode CloudEvent: its attributes are headers
+    if is_ping(body, binary):
         return ping(req, started)
     check_content_type(req)
     authenticate(state, req)
-    text, data = parse(state, req, body)
+    text, data = parse(state, req, body, binary)
     try:
         event = load(data)
     except UnknownAction as unknown:
@@ -190,10 +191,10 @@ def refuse(app: Flask, req: Request, rejection: Rejection, started: float) -> Re
     return _json({"error": rejection.reason, **rejection.extra}, rejection.status)
 
 
-def is_ping(req: Request, body: bytes) -> bool:
+def is_ping(body: bytes, binary: bool) -> bool:
     """The registry's "test endpoint" button: an empty POST, sent without auth headers.
     (A binary-mode CloudEvent may have an empty body: it is not the ping.)"""
-    return not body.strip() and not is_binary(req.headers)
+    return not binary and not body.strip()
 
 
 def ping(req: Request, started: float) -> Response:
@@ -208,14 +209,15 @@ def authenticate(state: ReceiverState, req: Request) -> None:
         raise Rejection(401, problem)
 
 
-def parse(state: ReceiverState, req: Request, body: bytes) -> tuple[str, t.Any]:
+def parse(state: ReceiverState, req: Request, body: bytes, binary: bool
+          ) -> tuple[str, t.Any]:
     """The body as the text to queue and its decoded JSON.
 
     A binary-mode CloudEvent's attributes are headers and its body is its data: it is
     turned into the structured body, so that a job's event is read from the body alone,
     never with the auth headers' values.
     """
-    if not is_binary(req.headers):
+    if not binary:
         return decode(body)
     data = decode(body)[1] if body.strip() else None
     data = structured(req.headers, data, skip={n.lower() for n in state.auth.header_names})
