@@ -42,8 +42,15 @@ def event_id(data: t.Any) -> str:
 
     :raises RecursionError: *data* is nested too deeply to encode.
     """
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = _canonical(data)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+#: One encoder for every id (``json.dumps`` with arguments makes a new one per call). A
+#: decoded body has no cycles to check for; one nested too deeply raises RecursionError.
+_canonical = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False
+).encode
 
 
 def load_event(data: t.Any, format: str = "auto") -> Event:

@@ -87,6 +87,8 @@ class Handler:
         """*event* narrowed to the resources this handler's filters keep, or ``None``."""
         if not isinstance(event, RepositoryEvent):
             return event  # on() refuses filters for the actions without a repository
+        if self.namespace is None and not self.repository and not self.tag:
+            return event  # no filter: every resource is kept
         resources = select_resources(
             event, namespace=self.namespace, repository=self.repository, tag=self.tag
         )
@@ -375,7 +377,7 @@ def call_handler(receiver: t.Any, sender: t.Any, event: Event) -> t.Any:
     Returns what it returned, or :data:`SKIPPED` when its filters do not match.
     """
     result = receiver(sender, event=event)
-    if inspect.iscoroutine(result):
+    if result is not None and inspect.iscoroutine(result):
         result = _run_coroutine(result)
     return result
 
@@ -429,6 +431,8 @@ def find_handler(sender: t.Any, action: str, name: str) -> t.Any | None:
 def _receivers(signal: t.Any, sender: t.Any) -> list[t.Any]:
     # blinker keeps receivers in a set; order them as they were connected, so that every
     # process names and runs them alike.
+    if not signal.receivers:
+        return []
     found = list(signal.receivers_for(sender))
     if len(found) < 2:
         return found
@@ -501,6 +505,8 @@ def dispatch(sender: t.Any, event: Event) -> Outcome:
 
 def send_isolated(signal: t.Any, sender: t.Any, **kwargs: t.Any) -> None:
     """Send an observation signal; a failing observer is logged, never raised."""
+    if not signal.receivers:
+        return
     for receiver in list(signal.receivers_for(sender)):
         try:
             receiver(sender, **kwargs)
