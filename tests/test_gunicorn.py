@@ -210,6 +210,19 @@ def test_chunked_bodies(tmp_path, seed_body):
         assert "body could not be read" in answer
 
 
+def test_body_cut_short(tmp_path, seed_body):
+    """A client that ends its body before its Content-Length gets a 400 saying how much came."""
+    with gunicorn({}, tmp_path) as (url, log, _):
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 500\r\n\r\n" + seed_body[:100])
+            sock.shutdown(socket.SHUT_WR)
+            answer = _answer(sock)
+        assert answer.startswith("HTTP/1.1 400 "), answer
+        assert "body could not be read (cut short: 100 of 500 bytes)" in answer
+
+
 @pytest.mark.parametrize("app", ["wsgi:app", "receiver:create_app()"])
 @pytest.mark.parametrize("env, message", [
     pytest.param({"RECEIVER_MAX_BODY": "lots"},
