@@ -7,6 +7,7 @@ the SQL is :mod:`receiver.registry.store`'s, the HTTP :mod:`receiver.registry.tr
 
 from __future__ import annotations
 
+import functools
 import time
 import typing as t
 
@@ -14,7 +15,7 @@ from .retry import RetryPolicy, failure
 from .store import Attempt, Delivery, NewDelivery, Store, iso
 from .transport import Answer
 
-__all__ = ["DEADLINE_MARGIN", "INTERRUPTED", "LOGGED_ANSWER", "TriggerLog", "blot"]
+__all__ = ["DEADLINE_MARGIN", "INTERRUPTED", "LOGGED_ANSWER", "TriggerLog", "blot", "secrets_in"]
 
 #: The error of a delivery stopped by Ctrl-C or SIGTERM before its final answer.
 INTERRUPTED = "interrupted before a final answer"
@@ -37,6 +38,12 @@ def blot(data: bytes, secrets: t.Iterable[str]) -> bytes:
         if len(secret) >= _SHORTEST_SECRET:
             data = data.replace(secret.encode("utf-8"), MASK)
     return data
+
+
+@functools.lru_cache(maxsize=256)
+def secrets_in(headers: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """The values of *headers* that :func:`blot` replaces: those long enough to be secrets."""
+    return tuple(value for _, value in headers if len(value) >= _SHORTEST_SECRET)
 
 
 class TriggerLog:

@@ -7,6 +7,7 @@ rule never fails later while an event is matched. Storage is :mod:`receiver.regi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import typing as t
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ __all__ = [
 DEFAULT_ACTIONS: tuple[str, ...] = ("pushImage", "deleteImage", "uploadChart", "deleteChart")
 
 
+@functools.lru_cache(maxsize=256)
 def carries(fmt: Format, action: str) -> bool:
     """Whether the format *fmt* has an event for *action* (CloudEvents has no chart events,
     TCR no replication)."""
@@ -267,7 +269,8 @@ class TriggerRule:
         """Why this rule, read from a damaged store row, cannot be used as stored
         (``"rule 'x' in the store is corrupt: headers are not JSON"``); ``None`` for a sound
         rule. Not a field: it takes no part in equality, and a rule made anew has none."""
-        return t.cast("str | None", self.__dict__.get("_defect"))
+        defect: str | None = self.__dict__.get("_defect")
+        return defect
 
     def replace(self, **changes: t.Any) -> TriggerRule:
         """A copy with *changes*, validated again."""

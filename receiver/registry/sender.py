@@ -18,13 +18,15 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 import typing as t
 import weakref
 
 from ..core.events import Event, RepositoryEvent, subject
 from ..core.formats import FORMATS, Format, detect, get
+from ..core.formats.common import compact, fast_json
 from ..core.schemas import dump_event
-from .bookkeeping import INTERRUPTED, TriggerLog
+from .bookkeeping import INTERRUPTED, TriggerLog, secrets_in
 from .retry import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, MAX_SECONDS, RetryPolicy
 from .rules import RuleError, TriggerRule, carries, check_header, validate_url
 from .store import Attempt, Delivery, NewDelivery, NotFound, Store
@@ -48,11 +50,19 @@ def encode_body(event: Event, format: str | None = None) -> str:
     """The delivery body in *format* (default: the event's own): the format's dump, compact,
     in the registry's key order, with ``operator`` always a string, as the registry sends it.
 
+    The text comes from :func:`~receiver.core.formats.common.fast_json` when it can tell:
+    the same text, without marshmallow's per-field cost.
+
     :raises ValueError: an unknown format, or one that has no such event.
     """
     if event.operator is None:
         event = dataclasses.replace(event, operator="")
-    return json.dumps(dump_event(event, format), separators=(",", ":"), ensure_ascii=False)
+    fmt = get(format or event.format)
+    if type(fmt).dump is Format.dump:  # the schema's dump of wire(): the fast path's too
+        text = fast_json(fmt.schema, fmt.wire(event))
+        if text is not None:
+            return text
+    return compact(dump_event(event, format))
 
 
 def wire_format(format: str | None, event: Event) -> Format:
@@ -65,8 +75,7 @@ def wire_format(format: str | None, event: Event) -> Format:
     return fmt
 
 
-@dataclasses.dataclass(frozen=True)
-class _Planned:
+class _Planned(t.NamedTuple):
     """A delivery to make: its rule (``None`` for :meth:`Sender.send`), where, and how.
 
     :param defect: why it cannot be made (a stored rule whose URL or headers cannot be
@@ -81,8 +90,7 @@ class _Planned:
     defect: str | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class _Job:
+class _Job(t.NamedTuple):
     """A delivery whose row is written: the row, and what each attempt sends with the body."""
 
     delivery: Delivery
@@ -197,8 +205,9 @@ class Sender:
 
         planned = []
         for rule in self.store.enabled_rules():
-            if rule.defect is not None and not rule.actions:
-                skip(rule, rule.defect)
+            defect = rule.defect
+            if defect is not None and not rule.actions:
+                skip(rule, defect)
                 continue
             resources = rule.matching_resources(event)
             if resources is None:
@@ -211,7 +220,7 @@ class Sender:
                 continue
             narrowed = (event.with_resources(resources)
                         if isinstance(event, RepositoryEvent) else event)
-            defect = rule.defect or _unsendable(rule.url, rule.headers, f"rule {rule.name!r}")
+            defect = defect or _unsendable(rule.url, rule.headers, f"rule {rule.name!r}")
             planned.append(_Planned(rule.name, rule.url, rule.headers, narrowed, fmt, defect))
         return self._run(planned)
 
@@ -268,11 +277,10 @@ class Sender:
     def _run(self, planned: list[_Planned]) -> list[Delivery]:
         if not planned:
             return []
-        # Every body is encoded before the rows are written: no half-started emit.
-        bodies = [encode_body(p.event, p.format.name) for p in planned]
         new = []
-        for p, body in zip(planned, bodies, strict=True):
+        for p in planned:  # every body is encoded before any row is written
             repository, tags = subject(p.event)
+            body = encode_body(p.event, p.format.name)
             new.append(NewDelivery(p.rule, p.event.action, repository, tags, p.url, body))
         waves = -(-len(planned) // self.max_workers)
         # One transaction, committed before the first POST: a crash leaves every row, with
@@ -290,11 +298,11 @@ class Sender:
         after their attempt in flight, without retrying, and end ``failed``.
         """
         results: dict[int, Delivery] = {}
-        stop = threading.Event()
         try:
-            if len(jobs) == 1:
-                results[jobs[0].delivery.task_id] = self._deliver(jobs[0], stop)
+            if len(jobs) == 1:  # in this thread, where nothing else can stop it
+                results[jobs[0].delivery.task_id] = self._deliver(jobs[0], None)
             elif jobs:
+                stop = threading.Event()
                 workers = min(self.max_workers, len(jobs))
                 pool = concurrent.futures.ThreadPoolExecutor(workers, "receiver-send")
                 try:
@@ -307,15 +315,16 @@ class Sender:
                 finally:
                     pool.shutdown(wait=True, cancel_futures=True)
         finally:
-            unfinished = [j.delivery for j in jobs if j.delivery.task_id not in results]
-            if unfinished:
+            if len(results) < len(jobs):
+                unfinished = [j.delivery for j in jobs if j.delivery.task_id not in results]
                 try:
                     self.trigger_log.interrupt(unfinished)
                 except sqlite3.Error as exc:  # the store is locked: tidy() closes them later
                     log.warning("could not close %d unfinished row(s): %s", len(unfinished), exc)
         return [results[j.delivery.task_id] for j in jobs]
 
-    def _deliver(self, job: _Job, stop: threading.Event) -> Delivery:
+    def _deliver(self, job: _Job, stop: threading.Event | None) -> Delivery:
+        """Make *job*'s attempts; *stop*, when set, ends it after the attempt in flight."""
         delivery = job.delivery
         if job.defect is not None:
             delivery = self.trigger_log.refuse(delivery, job.defect)
@@ -325,9 +334,9 @@ class Sender:
         policy = self.policy
         target = target_of(delivery.url)
         body = delivery.body.encode("utf-8")
-        secrets = [value for _, value in job.headers]
+        secrets = secrets_in(job.headers)
         for number in range(1, policy.attempts + 1):
-            if stop.is_set():
+            if stop is not None and stop.is_set():
                 return self._done(self.trigger_log.stop(delivery))
             answer = self.transport.post(target, body, job.headers, timeout=policy.timeout,
                                          content_type=job.content_type)
@@ -344,12 +353,15 @@ class Sender:
                 )
             if final:
                 return self._done(delivery)
-            if stop.is_set():  # no next try to announce
+            if stop is not None and stop.is_set():  # no next try to announce
                 return self._done(self.trigger_log.stop(delivery))
             delay = policy.delay(number)
             if self.on_retry is not None:
                 self.on_retry(delivery, attempt, delay)
-            stop.wait(delay)
+            if stop is None:
+                time.sleep(delay)
+            else:
+                stop.wait(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _done(self, delivery: Delivery) -> Delivery:
