@@ -208,7 +208,10 @@ class _Post:
 
 class _OneWrite:
     """An ``http.client`` connection that writes a request's head and a bytes body with one
-    system call instead of two: the target wakes once per request, and a send is saved."""
+    system call instead of two: the target wakes once per request, and a send is saved.
+
+    It overrides ``_send_output`` and reads ``_buffer``, which are private to ``http.client``
+    (unchanged from Python 3.10 to 3.13); any other body goes through the original."""
 
     _buffer: list[bytes]
 
