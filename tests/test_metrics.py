@@ -107,10 +107,12 @@ def test_jobs_and_handler_runs(tmp_path):
         deliver(url, 2, prefix="ok")
         deliver(url, 1, prefix="bad")
         samples = wait_for(lambda: (s := scrape(url)).get(
-            'receiver_handler_runs_total{handler="flaky.fails",outcome="dead"}') == 1
-            and s.get('receiver_handler_runs_total{handler="flaky.works",outcome="succeeded"}')
-            == 2 and s, what="the three jobs to run")
-        assert samples['receiver_handler_duration_seconds_count{handler="flaky.works"}'] == 2
+            'receiver_handler_duration_seconds_count{handler="flaky.fails",outcome="dead"}') == 1
+            and s.get('receiver_handler_duration_seconds_count'
+                      '{handler="flaky.works",outcome="succeeded"}') == 2
+            and s, what="the three jobs to run")
+        assert samples['receiver_handler_duration_seconds_bucket'
+                       '{handler="flaky.works",le="+Inf",outcome="succeeded"}'] == 2
         assert samples['receiver_jobs{status="dead"}'] == 1
         assert samples['receiver_jobs{status="queued"}'] == 0
         assert samples["receiver_jobs_oldest_queued_age_seconds"] == 0
@@ -169,7 +171,7 @@ def test_sync_mode_counts_handler_runs():
     def count() -> float:
         samples = {}
         for line in client.get("/metrics").text.splitlines():
-            if line.startswith("receiver_handler_runs_total"):
+            if line.startswith("receiver_handler_duration_seconds_count"):
                 name, value = line.rsplit(" ", 1)
                 samples[name] = float(value)
         return sum(v for k, v in samples.items()
