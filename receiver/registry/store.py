@@ -14,6 +14,7 @@ are closed as ``failed`` with the error ``interrupted``, and rows older than
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -363,7 +364,6 @@ class Store:
             self.path, check_same_thread=False, timeout=busy_timeout, isolation_level=None
         )
         self._conn.row_factory = sqlite3.Row
-        self._transaction = _Transaction(self._lock, self._conn)
         try:
             with self._lock:
                 if created:
@@ -395,8 +395,25 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> t.Iterator[sqlite3.Connection]:
+        """One write transaction, holding the lock: committed if the block ends, else rolled
+        back. ``BEGIN IMMEDIATE`` takes the write lock first, so a busy store waits up to the
+        busy timeout here, never half-way. (A generator, not a class with ``__enter__`` and
+        ``__exit__``: a Ctrl-C landing between acquiring the lock and the ``try`` of such a
+        class leaves the lock held, and the command hangs in its own clean-up.)"""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
     def _write(self, sql: str, params: t.Sequence[t.Any], *, rules: bool = False) -> sqlite3.Cursor:
-        with self._transaction as conn:
+        with self._transaction() as conn:
             if rules:
                 self._rule_writes += 1
             return conn.execute(sql, params)
@@ -556,7 +573,7 @@ class Store:
         if len(new) == 1:  # one statement is a transaction of its own
             with self._lock:
                 return [_open(self._conn, new[0], stamp, deadline)]
-        with self._transaction as conn:
+        with self._transaction() as conn:
             return [_open(conn, d, stamp, deadline) for d in new]
 
     def start_delivery(
@@ -579,7 +596,7 @@ class Store:
         counters are corrected; it takes no ``pending`` update.
         """
         stamp = now()
-        with self._transaction as conn:
+        with self._transaction() as conn:
             if attempt is not None:
                 conn.execute(
                     "INSERT OR REPLACE INTO attempts (task_id, attempt, started_at, duration_ms,"
@@ -613,7 +630,7 @@ class Store:
         """Close those of *task_ids* still pending as ``failed`` with *error*; returns how many."""
         stamp = now()
         closed = 0
-        with self._transaction as conn:
+        with self._transaction() as conn:
             for task_id in task_ids:
                 row = conn.execute(
                     "SELECT rule FROM deliveries WHERE task_id=? AND status='pending'",
@@ -698,42 +715,6 @@ def _json_list(items: t.Sequence[str]) -> str:
 
 
 _ascii = json.encoder.encode_basestring_ascii
-
-
-class _Transaction:
-    """``with store._transaction as conn:`` one write transaction, holding the store's lock:
-    committed if the block ends, else rolled back. ``BEGIN IMMEDIATE`` takes the write lock
-    first, so a busy store waits up to the busy timeout there, never half-way. One per store,
-    used again and again."""
-
-    __slots__ = ("conn", "lock")
-
-    def __init__(self, lock: threading.Lock, conn: sqlite3.Connection) -> None:
-        self.lock = lock
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.lock.acquire()
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self.lock.release()
-            raise
-        return self.conn
-
-    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
-        try:
-            if kind is None:
-                try:
-                    self.conn.execute("COMMIT")
-                except BaseException:
-                    if self.conn.in_transaction:
-                        self.conn.execute("ROLLBACK")
-                    raise
-            elif self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-        finally:
-            self.lock.release()
 
 
 def _first_created_since(conn: sqlite3.Connection, since: str) -> int:
