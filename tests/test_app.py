@@ -6,6 +6,7 @@ import json
 
 import pytest
 from flask import Flask
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from receiver import ConfigError, Receiver, create_app
 from receiver.core.schemas import event_id
@@ -147,3 +148,37 @@ def test_log_level_setting(caplog):
         logging.getLogger("receiver").setLevel(logging.INFO)
     with pytest.raises(ConfigError, match="RECEIVER_LOG_LEVEL must be"):
         create_app({"RECEIVER_LOG_LEVEL": "loud"})
+
+
+class _Trickle:
+    """A WSGI input stream that hands the body over a few bytes per read, as some servers'
+    streams do; *end* bytes in, it ends."""
+
+    def __init__(self, data: bytes, step: int = 7, end: int | None = None) -> None:
+        self.data, self.step, self.end, self.at = data, step, len(data) if end is None else end, 0
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.step if size < 0 else min(size, self.step)
+        chunk = self.data[self.at:min(self.at + size, self.end)]
+        self.at += len(chunk)
+        return chunk
+
+
+def test_a_body_read_in_parts_is_whole_and_one_cut_short_is_refused():
+    app = create_app({"RECEIVER_QUEUE": "sync", "RECEIVER_AUTH_HEADERS": {}}, env=False)
+    body = json.dumps(make_body("pushImage", "prod/api", ["v1"])).encode()
+
+    def post(stream: _Trickle) -> tuple[str, dict]:
+        # As a WSGI server calls the app: its own input stream, and the body's length.
+        environ = EnvironBuilder("/webhook", method="POST", content_type="application/json",
+                                 data=body).get_environ()
+        environ["wsgi.input"] = stream
+        app_iter, status, _ = run_wsgi_app(app, environ)
+        return status, json.loads(b"".join(app_iter))
+
+    status, answer = post(_Trickle(body))
+    assert status == "200 OK", answer
+    assert answer["action"] == "pushImage"
+    status, answer = post(_Trickle(body, end=30))
+    assert status == "400 BAD REQUEST"
+    assert answer == {"error": f"body could not be read (cut short: 30 of {len(body)} bytes)"}

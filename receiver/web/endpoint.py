@@ -123,16 +123,20 @@ def _read_exactly(stream: t.Any, length: int) -> bytes:
     """*length* bytes of *stream*; :class:`_Unreadable` if it ends or fails first."""
     try:
         data = stream.read(length)
-        while len(data) < length:  # a stream may hand the body over in parts
-            more = stream.read(length - len(data))
+        if len(data) == length:
+            return data
+        parts, got = [data], len(data)
+        while got < length:  # a stream may hand the body over in parts
+            more = stream.read(length - got)
             if not more:
-                raise _Unreadable(f"cut short: {len(data)} of {length} bytes")
-            data += more
+                raise _Unreadable(f"cut short: {got} of {length} bytes")
+            parts.append(more)
+            got += len(more)
     except _Unreadable:
         raise
     except Exception as exc:  # the client went away mid-body, say
         raise _Unreadable(type(exc).__name__) from exc
-    return data
+    return b"".join(parts)
 
 
 def _read_body(req: Request, limit: int) -> bytes | None:
@@ -144,6 +148,9 @@ def _read_body(req: Request, limit: int) -> bytes | None:
             return None
         # Straight from the server's stream (PEP 3333: read no more than CONTENT_LENGTH),
         # without Werkzeug's wrapper streams, which cost as much as the rest of the read.
+        # CONTENT_LENGTH is the body's length even where the server also sets
+        # wsgi.input_terminated (gunicorn does, always): a middleware that changes the
+        # body must change CONTENT_LENGTH with it.
         return _read_exactly(environ["wsgi.input"], length)
     if not environ.get("wsgi.input_terminated"):
         if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
