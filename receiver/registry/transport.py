@@ -124,6 +124,12 @@ class Transport:
         try:
             while True:
                 try:
+                    if post.conn.sock is None:
+                        # Connect here, then look: a deadline that passed while there was
+                        # no socket to shut would otherwise not stop this POST.
+                        post.conn.connect()
+                        if post.expired:
+                            raise TimeoutError
                     status, head = _exchange(post.conn, target.path, body, headers,
                                              content_type)
                     break
