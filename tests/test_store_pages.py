@@ -80,5 +80,4 @@ def test_only_values_long_enough_are_blotted():
     headers = (("Authentication", "x"), ("X-Token", "s3cret"), ("X-Key", "abcd"))
     assert secrets_in(headers) == ("s3cret", "abcd")
     assert secrets_in((("A", "x"),)) == ()
-    data = b"x s3cret abcd"
-    assert blot(data, secrets_in(headers)) == blot(data, [v for _, v in headers])
+    assert blot(b"x s3cret abcd", secrets_in(headers)) == b"x ****** ******"

@@ -10,6 +10,7 @@ and :func:`event_data` is its inverse for dumping.
 from __future__ import annotations
 
 import json
+import threading
 import typing as t
 from datetime import datetime, timezone
 
@@ -462,10 +463,16 @@ def _json(plan: _Plan, obj: dict[str, t.Any]) -> str:
 
 
 def _plan(schema: Schema) -> _Plan | None:
-    if schema not in _PLANS:
-        _PLANS[schema] = None  # a schema nested in itself gets no plan
-        _PLANS[schema] = _make_plan(schema)
-    return _PLANS[schema]
+    # Built under a lock: a thread that sees another's unfinished plan (None) only takes
+    # marshmallow's way this once.
+    with _PLANS_LOCK:
+        if schema not in _PLANS:
+            _PLANS[schema] = None  # a schema nested in itself gets no plan
+            _PLANS[schema] = _make_plan(schema)
+        return _PLANS[schema]
+
+
+_PLANS_LOCK = threading.RLock()
 
 
 def _make_plan(schema: Schema) -> _Plan | None:
