@@ -4,11 +4,11 @@ Run:  pip install -e '.[redis]' && python bench/bench_receiver.py [--seconds 10]
 Needs wrk and redis-server (Debian: apt-get install wrk redis-server). Every server gets the
 same stream of distinct push bodies (so none is a duplicate), the same wrk settings and the
 same worker count, in alternating rounds: bare Flask, the receiver in `sync` mode with a
-no-op handler, with the SQLite queue and with the Redis queue (queue targets: at least 0.8
-of bare Flask). Then, at 50 requests/s, the time from the 202 to the handler's start
-(target: median under 50 ms). The sync mode runs with and without metrics, for their
-cost. It also prints the microseconds per body of json.loads alone
-and of the full load into an Event.
+no-op handler (also without metrics, for their cost, and without metrics or the log line),
+with the SQLite queue and with the Redis queue (queue targets: at least 0.8 of bare Flask).
+Then, at 50 requests/s, the time from the 202 to the handler's start (target: median under
+50 ms). It also prints the microseconds per body of json.loads alone and of the full load
+into an Event.
 """
 
 from __future__ import annotations
@@ -210,6 +210,11 @@ def main() -> int:
             "sync": ("wsgi:app", {**env, "RECEIVER_QUEUE": "sync"}, ROOT),
             "sync-nometrics": ("wsgi:app", {**env, "RECEIVER_QUEUE": "sync",
                                              "RECEIVER_METRICS": "false"}, ROOT),
+            # What is left without metrics and the log line: auth, validation, the event id
+            # and dispatch, the floor under the sync figure.
+            "sync-quiet": ("wsgi:app", {**env, "RECEIVER_QUEUE": "sync",
+                                         "RECEIVER_METRICS": "false",
+                                         "RECEIVER_LOG_LEVEL": "WARNING"}, ROOT),
             "sqlite": ("wsgi:app", {**env, "RECEIVER_QUEUE": f"sqlite:///{tmp}/queue.db"}, ROOT),
             "redis": ("wsgi:app", {**env, "RECEIVER_QUEUE": redis_url}, ROOT),
         }
@@ -225,8 +230,8 @@ def main() -> int:
             "sqlite": latency({**env, "RECEIVER_QUEUE": f"sqlite:///{tmp}/latency.db"}, 18091, tmp),
             "redis": latency({**env, "RECEIVER_QUEUE": redis_url.replace("/0", "/1")}, 18092, tmp),
         }
-    bare, sync, nometrics, sqlite, rq = (statistics.median(results[name])
-                                         for name in list(configs)[:5])
+    bare, sync, nometrics, quiet, sqlite, rq = (statistics.median(results[name])
+                                                for name in list(configs)[:6])
     print(f"gunicorn -w 2, wrk -t2 -c{args.connections} -d{args.seconds}s, distinct push bodies, "
           f"median of {args.rounds} alternating rounds (all rounds: "
           + "; ".join(f"{k} {', '.join(f'{v:.0f}' for v in vs)}" for k, vs in results.items())
@@ -237,6 +242,8 @@ def main() -> int:
           "target >= 0.95)")
     print(f"  the same with RECEIVER_METRICS=false       {nometrics:8.0f} req/s   "
           f"metrics on / off {sync / nometrics:.3f} (target >= 0.95)")
+    print(f"  the same, also RECEIVER_LOG_LEVEL=WARNING   {quiet:8.0f} req/s   "
+          f"ratio {quiet / bare:.3f} (no metrics, no log line: auth, validation, id, dispatch)")
     print(f"  receiver, SQLite queue, no-op handler      {sqlite:8.0f} req/s   "
           f"ratio {sqlite / bare:.3f} (target >= 0.8)")
     print(f"  receiver, Redis queue, no-op handler       {rq:8.0f} req/s   "
