@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import pathlib
 import sqlite3
@@ -224,25 +223,9 @@ def now() -> str:
 
 
 def iso(timestamp: float) -> str:
-    """*timestamp* (seconds since the epoch) as :func:`now` writes it: what
-    ``datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")``
-    writes, with ``Z``; the text of the whole second is made once per second."""
-    global _second
-    # Rounded to the microsecond first, as datetime.fromtimestamp does (half to even).
-    fraction, whole = math.modf(timestamp)
-    micros = round(fraction * 1e6)
-    if micros >= 1_000_000:
-        whole, micros = whole + 1, micros - 1_000_000
-    elif micros < 0:
-        whole, micros = whole - 1, micros + 1_000_000
-    second = _second
-    if second[0] != whole:
-        text = datetime.fromtimestamp(whole, timezone.utc).isoformat(timespec="seconds")
-        second = _second = (whole, text[:-6])  # without "+00:00"
-    return f"{second[1]}.{micros // 1000:03d}Z"
-
-
-_second: tuple[float, str] = (math.nan, "")
+    """*timestamp* (seconds since the epoch) as :func:`now` writes it."""
+    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclasses.dataclass(frozen=True)
