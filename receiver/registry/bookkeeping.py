@@ -33,10 +33,10 @@ _SHORTEST_SECRET = 4
 
 
 def blot(data: bytes, secrets: t.Iterable[str]) -> bytes:
-    """*data* with every occurrence of a header value in *secrets* replaced by ``******``."""
+    """*data* with every occurrence of each of *secrets* (see :func:`secrets_in`) replaced
+    by ``******``."""
     for secret in secrets:
-        if len(secret) >= _SHORTEST_SECRET:
-            data = data.replace(secret.encode("utf-8"), MASK)
+        data = data.replace(secret.encode("utf-8"), MASK)
     return data
 
 
