@@ -118,7 +118,30 @@ def post(url: str, body: bytes | dict, headers: dict[str, str] | None = None) ->
         return err.code, json.loads(err.read() or b"null")
 
 
-class Target:
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 with *handler*, serving while in a ``with`` block;
+    ``url`` is its ``/hook``."""
+
+    def __init__(self, handler: type) -> None:
+        import http.server
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+    def __enter__(self) -> t.Self:
+        import threading
+
+        # A short poll: shutdown() waits for it, at the end of every test that uses a server.
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Target(LoopbackServer):
     """A real HTTP server on 127.0.0.1 that records POSTs and answers as scripted.
 
     :param statuses: the status for each request in turn; the last one repeats.
@@ -165,21 +188,11 @@ class Target:
             def log_message(self, *args: t.Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        # A short poll: shutdown() waits for it, at the end of every test that uses a Target.
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                        daemon=True)
-
-    def __enter__(self) -> Target:
-        self._thread.start()
-        return self
+        super().__init__(Handler)
 
     def __exit__(self, *exc: object) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().__exit__(*exc)
 
     def bodies(self) -> list[dict]:
         return [json.loads(body) for _, _, body in self.requests]

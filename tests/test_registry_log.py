@@ -11,12 +11,11 @@ import selectors
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import typing as t
 
 import pytest
-from servers import Target, wait_for
+from servers import LoopbackServer, Target, wait_for
 
 from receiver.registry.rules import TriggerRule
 from receiver.registry.sender import Sender
@@ -27,7 +26,7 @@ R = pytest.param
 SECRET = "s3cret-echoed-value"
 
 
-class Scripted:
+class Scripted(LoopbackServer):
     """A real HTTP/1.1 server on 127.0.0.1 that answers each POST from a script of
     ``(status, body)`` (the last one repeats); with *echo*, the body is the request's headers
     as JSON, as a debugging endpoint would answer."""
@@ -55,17 +54,7 @@ class Scripted:
             def log_message(self, *args: t.Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-
-    def __enter__(self) -> Scripted:
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def test_each_attempt_is_a_row_with_the_start_of_its_answer(tmp_path):

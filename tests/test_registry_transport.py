@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import http.server
 import socket
-import threading
 import typing as t
 
 import pytest
-from servers import free_port
+from servers import LoopbackServer, free_port
 
 from receiver.registry.retry import RetryPolicy, failure
 from receiver.registry.rules import TriggerRule
@@ -21,7 +20,7 @@ from receiver.testing import make_event
 R = pytest.param
 
 
-class Counting:
+class Counting(LoopbackServer):
     """An HTTP/1.1 server on 127.0.0.1 that counts the connections it accepts and answers
     each POST 200 with *answer*; with *close_after*, it closes each connection after that
     many answers without saying so (as a server whose keep-alive timeout ran out)."""
@@ -54,17 +53,7 @@ class Counting:
             def log_message(self, *args: t.Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-
-    def __enter__(self) -> Counting:
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def test_connections_are_kept_alive_and_reused(tmp_path):
