@@ -51,6 +51,7 @@ def one_line(result, message):
     R("http://h:65536/", "the port must be from 1 to 65535", id="port-too-big"),
     R("http://h:x/", "the port must be from 1 to 65535", id="port-not-a-number"),
     R("http://a<b>/", "has an invalid host 'a<b>'", id="host-characters"),
+    R("http://[fe80::1%25eth0]/", "has an IPv6 zone id ('[fe80::1%25eth0]')", id="zone-id"),
     R("http:///path", "has no host", id="no-host"),
     R("file:///etc/passwd", "must start with http:// or https://", id="file"),
 ])
@@ -123,9 +124,10 @@ def test_a_rule_that_cannot_be_sent_fails_alone(cli, tmp_path, target):
     that fires gets a failed row saying why, one that cannot be matched is named on stderr,
     and the good rule is sent."""
     db = tmp_path / "r.db"
-    for name in ("bad-url", "bad-host", "bad-headers", "bad-actions", "good"):
+    for name in ("bad-url", "bad-host", "bad-headers", "bad-actions", "zone", "good"):
         cli("rules", "create", name, "--url", target.url)
     _edit(db, "UPDATE rules SET url = ? WHERE name = 'bad-url'", "http://127.0.\x01.1/")
+    _edit(db, "UPDATE rules SET url = ? WHERE name = 'zone'", "http://[fe80::1%25eth0]/")
     _edit(db, "UPDATE rules SET headers = ? WHERE name = 'bad-host'",
           '[["Host", "evil"], ["Authentication", "s3cret"]]')
     _edit(db, "UPDATE rules SET headers = 'not json' WHERE name = 'bad-headers'")
@@ -144,6 +146,9 @@ def test_a_rule_that_cannot_be_sent_fails_alone(cli, tmp_path, target):
         "task 3  rule bad-url  failed  no answer  attempts 0  (rule 'bad-url' cannot be sent: "
         "url: 'http://127.0.\\x01.1/' contains a control character)",
         "task 4  rule good  success  HTTP 200  attempts 1",
+        "task 5  rule zone  failed  no answer  attempts 0  (rule 'zone' cannot be sent: url: "
+        "'http://[fe80::1%25eth0]/' has an IPv6 zone id ('[fe80::1%25eth0]'), which the sender "
+        "cannot connect to; use a global address or a host name)",
     ]
     assert "s3cret" not in out + err
     code, out, _ = cli("rules", "list")  # the damaged rows still read as damaged

@@ -97,6 +97,15 @@ def test_a_refused_connection_is_an_answer_not_an_exception():
     assert (got.status, got.head, got.error, got.ok) == (None, b"", "connection refused", False)
 
 
+def test_a_host_http_client_refuses_is_an_answer_not_an_exception():
+    """A URL that validation now refuses but an older store may hold (an IPv6 zone id):
+    its delivery fails with the reason; the sender goes on."""
+    with Transport() as transport:
+        got = transport.post(target_of("http://[fe80::1%25eth0]/"), b"{}", [], timeout=2)
+    assert got.status is None
+    assert got.error == "cannot send to this URL (nonnumeric port: '1%25eth0')"
+
+
 def _answer(status: int | None, error: str | None = None) -> Answer:
     return Answer(status, b"", error, 0.0, 0.0)
 

@@ -64,8 +64,9 @@ def _shown(url: str) -> str:
 
 
 #: A host as a URL writes it: a registered name or IPv4 address (RFC 3986's reg-name, which
-#: http.client sends as it is), or an IPv6 address in brackets.
-_HOST = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+(%25[A-Za-z0-9._~-]+)?\]")
+#: http.client sends as it is), or an IPv6 address in brackets. Not an IPv6 zone id
+#: (``[fe80::1%25eth0]``): http.client cannot connect to one.
+_HOST = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\]")
 
 
 def validate_url(url: str) -> str:
@@ -103,6 +104,9 @@ def validate_url(url: str) -> str:
     if not parts.hostname or not host:
         raise RuleError(f"url: {shown} has no host")
     if not _HOST.fullmatch(host):
+        if host.startswith("[") and "%" in host:
+            raise RuleError(f"url: {shown} has an IPv6 zone id ({host!r}), which the sender "
+                            "cannot connect to; use a global address or a host name")
         raise RuleError(f"url: {shown} has an invalid host {host!r}")
     if port == 0:
         raise RuleError(f"url: {shown} is not a valid URL (the port must be from 1 to 65535)")

@@ -118,7 +118,10 @@ class Transport:
         compares them); *timeout* seconds bound the whole exchange."""
         started_at = time.time()
         began = time.perf_counter()
-        conn, reused = self._checkout(target, timeout)
+        try:
+            conn, reused = self._checkout(target, timeout)
+        except (OSError, http.client.HTTPException) as exc:  # a host http.client refuses
+            return Answer(None, b"", short_error(exc), time.perf_counter() - began, started_at)
         post = _Post(conn)
         token = self._watchdog.watch(time.monotonic() + timeout, post.abort)
         try:
@@ -284,6 +287,8 @@ def short_error(exc: BaseException) -> str:
         return "closed the connection without an answer"
     if isinstance(exc, ssl.SSLError):
         return f"TLS error: {exc.reason or exc}"[:200]
+    if isinstance(exc, http.client.InvalidURL):
+        return f"cannot send to this URL ({exc})"[:200]
     if isinstance(exc, http.client.HTTPException):
         return f"not an HTTP answer ({type(exc).__name__})"
     if isinstance(exc, OSError):
