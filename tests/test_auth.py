@@ -11,6 +11,7 @@ def test_parse_json_text_and_lists():
     """The setting may be JSON text; a single value or a list of values per header."""
     assert parse_auth_headers('{"A": "x", "B": ["y", "z"]}') == {"A": (b"x",), "B": (b"y", b"z")}
     assert parse_auth_headers(None) == {} and parse_auth_headers("") == {}
+    assert parse_auth_headers({"A": "Bearer a\tb"}) == {"A": (b"Bearer a\tb",)}  # inside: fine
 
 
 @pytest.mark.parametrize("setting, message", [
@@ -22,6 +23,11 @@ def test_parse_json_text_and_lists():
     ({"A": ["s3cret", ""]}, "must be a non-empty string"),
     ({"A": 5}, "needs a value or a non-empty list"),
     ({"A": "s3cret\r\nB: y"}, "contains CR or LF"),
+    ({"A": "s3\x00cret"}, "contains a control character, which no HTTP request can carry"),
+    ({"A": " s3cret "}, "begins or ends with white space, which HTTP strips"),
+    ({"A": ["ok", "s3cret\t"]}, "begins or ends with white space"),
+    ('{"Authentication": "s3cret", "authentication": "other"}',
+     "headers 'Authentication' and 'authentication' are the same header"),
 ])
 def test_bad_settings_are_explained_without_the_secret(setting, message):
     """A malformed setting names the problem and never repeats a value."""

@@ -78,7 +78,10 @@ def open_queue(url: str | None = None) -> Queue:
 
         return SQLiteQueue(url[len("sqlite:///"):])
     if scheme in ("redis", "rediss"):
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # "Invalid IPv6 URL": a bracket left open
+            raise QueueError(f"RECEIVER_QUEUE {shown_url(url)!r}: {exc}") from None
         try:
             parts.port  # noqa: B018  (raises ValueError for a bad port)
         except ValueError:

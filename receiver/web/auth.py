@@ -53,9 +53,16 @@ def parse_auth_headers(setting: t.Any, name: str = "RECEIVER_AUTH_HEADERS"
             f'list of values, such as {{"Authentication": "value"}}; got {what}'
         )
     out: dict[str, tuple[bytes, ...]] = {}
+    seen: dict[str, str] = {}
     for header, values in setting.items():
         if not isinstance(header, str) or not is_header_name(header):
             raise AuthConfigError(f"{name}: {header!r} is not a valid header name")
+        if header.lower() in seen:
+            raise AuthConfigError(
+                f"{name}: headers {seen[header.lower()]!r} and {header!r} are the same header "
+                "(names are case-insensitive); list its accepted values once"
+            )
+        seen[header.lower()] = header
         if isinstance(values, str):
             values = [values]
         if not isinstance(values, (list, tuple)) or not values:
@@ -71,6 +78,16 @@ def parse_auth_headers(setting: t.Any, name: str = "RECEIVER_AUTH_HEADERS"
             if "\r" in value or "\n" in value:
                 raise AuthConfigError(
                     f"{name}: a value of header {header!r} contains CR or LF"
+                )
+            if any(ord(c) < 0x20 and c != "\t" or c == "\x7f" for c in value):
+                raise AuthConfigError(
+                    f"{name}: a value of header {header!r} contains a control character, "
+                    "which no HTTP request can carry"
+                )
+            if value != value.strip(" \t"):
+                raise AuthConfigError(
+                    f"{name}: a value of header {header!r} begins or ends with white space, "
+                    "which HTTP strips from every header: no request could match it"
                 )
             encoded.append(value.encode("utf-8"))
         out[header] = tuple(encoded)
