@@ -148,3 +148,23 @@ def test_log_lines_cannot_be_forged(server):
     wait_for(lambda: "'charts/web\\nFORGED'" in log.read_text())
     lines = log.read_text().splitlines()  # splitlines() also splits on NEL (U+0085)
     assert not any(line.startswith(("FORGED", "FORGED2")) for line in lines)
+
+
+def test_log_fields_cannot_be_forged_or_swollen(server):
+    """A repository name with spaces cannot add fields to the request line: it is quoted.
+    A type no format knows, half a megabyte long, is cut short in the answer and the line."""
+    mode, url, log = server
+    body = make_body("pushImage", "prod/api", ["v1"])
+    repo = body["event_data"]["repository"]
+    repo.update(name="api tags=v9 status=401", repo_full_name="prod/api tags=v9 status=401")
+    assert post(url + "/webhook", body)[0] in (200, 202)
+    line = wait_for(lambda: next((ln for ln in log.read_text().splitlines()
+                                  if "status=401" in ln), None))
+    assert "pushImage 'prod/api tags=v9 status=401' tags=v1 format=tcr status=" in line
+    status, answer = post(url + "/webhook", {"type": "x" * 500_000, "occur_at": 1,
+                                             "event_data": {}})
+    assert (status, answer["ignored"]) == (202, True)
+    assert answer["type"] == "x" * 256 + "...(500000 chars)"
+    line = wait_for(lambda: next((ln for ln in log.read_text().splitlines()
+                                  if "ignored type=" in ln), None))
+    assert len(line) < 600, len(line)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typing as t
 
-__all__ = ["is_header_name", "printable"]
+__all__ = ["field", "is_header_name", "printable"]
 
 
 def printable(value: t.Any) -> str:
@@ -15,6 +15,22 @@ def printable(value: t.Any) -> str:
     tag, type or content type cannot forge log lines."""
     text = str(value)
     return text if text.isprintable() else repr(text)
+
+
+#: The longest value a log line shows of an untrusted field; the rest is counted.
+FIELD_LIMIT = 256
+
+
+def field(value: t.Any, limit: int = FIELD_LIMIT) -> str:
+    """*value* for a ``key=value`` field of a log line: as is when it is printable and has no
+    white space, else its repr, so that a repository named ``"api status=401"`` cannot
+    forge a field; cut to *limit* characters, with the length it had."""
+    text = str(value)
+    if len(text) > limit:
+        text = f"{text[:limit]}...({len(text)} chars)"
+    if text.isprintable() and " " not in text:
+        return text
+    return repr(text)
 
 
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")

@@ -79,7 +79,7 @@ def parse_auth_headers(setting: t.Any, name: str = "RECEIVER_AUTH_HEADERS"
                 raise AuthConfigError(
                     f"{name}: a value of header {header!r} contains CR or LF"
                 )
-            if any(ord(c) < 0x20 and c != "\t" or c == "\x7f" for c in value):
+            if any((ord(c) < 0x20 and c != "\t") or c == "\x7f" for c in value):
                 raise AuthConfigError(
                     f"{name}: a value of header {header!r} contains a control character, "
                     "which no HTTP request can carry"

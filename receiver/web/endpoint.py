@@ -20,7 +20,7 @@ from flask import Blueprint, Request, Response, current_app, request
 from ..core.events import Event, subject
 from ..core.formats.cloudevents import is_binary, structured
 from ..core.schemas import UnknownAction, ValidationError, load_event
-from ..core.text import printable
+from ..core.text import FIELD_LIMIT, field
 from ..handlers import signals
 from ..handlers.dispatch import dispatch, matching_handlers, send_isolated
 from ..jobs import EventRecord, QueueUnavailable
@@ -309,10 +309,11 @@ def ignore(app: Flask, req: Request, unknown: UnknownAction, started: float) -> 
     """202 for a well-formed body of a type no format knows; no handler runs."""
     send_isolated(signals.event_ignored, app, action=unknown.action, data=unknown.data,
                   format=unknown.format)
-    log_other("ignored", 202, started, req.remote_addr, type=unknown.action,
-              format=unknown.format)
-    return _json({"ignored": True, "type": unknown.action, "format": unknown.format,
-                  "handlers": 0}, 202)
+    kind = unknown.action  # from the body: echoed and logged cut short if it is long
+    if len(kind) > FIELD_LIMIT:
+        kind = f"{kind[:FIELD_LIMIT]}...({len(kind)} chars)"
+    log_other("ignored", 202, started, req.remote_addr, type=kind, format=unknown.format)
+    return _json({"ignored": True, "type": kind, "format": unknown.format, "handlers": 0}, 202)
 
 
 def run_now(app: Flask, state: ReceiverState, req: Request, event: Event,
@@ -344,7 +345,7 @@ def enqueue(app: Flask, state: ReceiverState, req: Request, event: Event, text: 
     try:
         submitted = state.queue.submit(record, handlers, state.window, hold)
     except QueueUnavailable as exc:
-        log.error("cannot queue %s %s: %s", event.action, printable(full_name or "-"), exc)
+        log.error("cannot queue %s %s: %s", event.action, field(full_name or "-"), exc)
         raise Rejection(503, "the queue is unavailable; retry later") from None
     if submitted.duplicate:
         send_isolated(signals.event_duplicate, app, event=event)

@@ -15,7 +15,7 @@ import time
 import typing as t
 
 from ..core.events import subject
-from ..core.text import printable
+from ..core.text import field, printable
 from .settings import ConfigError
 
 if t.TYPE_CHECKING:
@@ -143,8 +143,8 @@ def log_request(event: Event, status: int, handlers: int, started: float, client
     _emit(
         level,
         "%s %s tags=%s format=%s status=%d handlers=%d duration=%.1fms event=%s client=%s%s",
-        (event.action, printable(full_name or "-"), printable(",".join(tags) or "-"),
-         event.format, status, handlers, duration, event.id, printable(client or "-"),
+        (event.action, field(full_name or "-"), field(",".join(tags) or "-"),
+         event.format, status, handlers, duration, event.id, field(client or "-"),
          " duplicate" if duplicate else ""),
         fields,
     )
@@ -157,7 +157,7 @@ def log_rejection(status: int, reason: str, started: float, client: str | None) 
     duration = (time.perf_counter() - started) * 1e3
     _emit(
         logging.WARNING, "rejected status=%d reason=%s duration=%.1fms client=%s",
-        (status, printable(reason), duration, printable(client or "-")),
+        (status, printable(reason), duration, field(client or "-")),
         {"status": status, "reason": reason, "duration_ms": round(duration, 3),
          "client": client},
     )
@@ -169,10 +169,10 @@ def log_other(kind: str, status: int, started: float, client: str | None,
     if not log.isEnabledFor(logging.INFO):
         return
     duration = (time.perf_counter() - started) * 1e3
-    shown = "".join(f" {k}={printable(v)}" for k, v in fields.items())
+    shown = "".join(f" {k}={field(v)}" for k, v in fields.items())
     _emit(
         logging.INFO, "%s%s status=%d duration=%.1fms client=%s",
-        (kind, shown, status, duration, printable(client or "-")),
+        (kind, shown, status, duration, field(client or "-")),
         {**fields, "status": status, "duration_ms": round(duration, 3), "client": client},
     )
 
@@ -183,16 +183,16 @@ def log_event(sender: t.Any, event: t.Any, **extra: t.Any) -> None:
 
     if not isinstance(event, RepositoryEvent):  # replication, retention
         log.info("event %s format=%s status=%s operator=%s", event.action, event.format,
-                 printable(getattr(event, "status", None) or "-"), printable(event.operator or "-"))
+                 field(getattr(event, "status", None) or "-"), field(event.operator or "-"))
         return
     for resource in event.resources or (None,):
         if resource is None:
             log.info("event %s %s (no resources)", event.action,
-                     printable(event.repository.full_name))
+                     field(event.repository.full_name))
             continue
         log.info(
             "event %s %s tag=%s digest=%s url=%s operator=%s",
-            event.action, printable(event.repository.full_name), printable(resource.tag or "-"),
-            printable(resource.digest or "-"), printable(resource.url or "-"),
-            printable(event.operator or "-"),
+            event.action, field(event.repository.full_name), field(resource.tag or "-"),
+            field(resource.digest or "-"), field(resource.url or "-"),
+            field(event.operator or "-"),
         )
