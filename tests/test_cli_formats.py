@@ -341,6 +341,18 @@ def test_validate_reads_standard_input(cli):
     assert cli("validate", "-", input="{}")[0] == 1
 
 
+def test_validate_stops_at_the_receivers_body_limit(cli, monkeypatch):
+    """A file over the receiver's body limit is invalid, as the receiver's 413 would say,
+    and is not read to its end: /dev/zero ends at once."""
+    code, out, _ = cli("validate", "/dev/zero")
+    assert (code, out) == (1, "/dev/zero: invalid: body is larger than the receiver's limit "
+                              "of 1048576 bytes (RECEIVER_MAX_BODY)\n")
+    monkeypatch.setenv("RECEIVER_MAX_BODY", "10")
+    body = json.dumps(harbor_push())
+    assert cli("validate", "-", input=body)[1] == (
+        "-: invalid: body is larger than the receiver's limit of 10 bytes (RECEIVER_MAX_BODY)\n")
+
+
 @pytest.mark.parametrize("args, message", [
     R(["validate", "nope.json"], "error: receiver validate: Invalid value for 'FILE...': File 'nope.json' does not exist.",
       id="missing-file"),

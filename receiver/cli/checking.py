@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import typing as t
 
@@ -119,14 +120,26 @@ def _check(name: str, raw: bytes, format_: str, strict: bool) -> _Verdict:
                     unknown_keys=unknown)
 
 
-def _read(name: str) -> bytes:
-    if name == "-":
-        return sys.stdin.buffer.read()
+def _body_limit() -> int:
+    """The receiver's body size cap: ``RECEIVER_MAX_BODY`` when it is a number, else 1 MiB."""
+    from ..web.app import DEFAULT_MAX_BODY
+
+    given = os.environ.get("RECEIVER_MAX_BODY", "").strip()
+    return int(given) if given.isdigit() and int(given) > 0 else DEFAULT_MAX_BODY
+
+
+def _read(name: str, limit: int) -> bytes | None:
+    """At most *limit* bytes of the file (``-``: standard input); ``None`` when it holds more,
+    so that ``validate /dev/zero`` ends at once instead of filling the memory."""
     try:
-        with open(name, "rb") as f:
-            return f.read()
+        if name == "-":
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(name, "rb") as f:
+                data = f.read(limit + 1)
     except OSError as exc:
         raise UserError(f"cannot read {printable(name)}: {exc.strerror or exc}") from None
+    return None if len(data) > limit else data
 
 
 @click.command()
@@ -160,7 +173,16 @@ def validate(files: tuple[str, ...], format_: str, strict: bool, as_json: bool) 
       receiver validate samples/*.json --strict
       curl -s https://example.com/hook.json | receiver validate - --format cloudevents
     """
-    verdicts = [_check(name, _read(name), format_, strict) for name in files]
+    limit = _body_limit()
+    verdicts = []
+    for name in files:
+        raw = _read(name, limit)
+        if raw is None:  # the receiver answers 413
+            verdicts.append(_Verdict(name, "invalid", errors=(
+                f"body is larger than the receiver's limit of {limit} bytes "
+                "(RECEIVER_MAX_BODY)",)))
+        else:
+            verdicts.append(_check(name, raw, format_, strict))
     if as_json:
         emit_json([v.to_dict() for v in verdicts])
     else:
