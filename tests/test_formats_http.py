@@ -62,6 +62,18 @@ def test_cloudevents_binary_mode_gives_the_same_event_as_structured(harbor_app):
     assert events[0].repository == events[1].repository
 
 
+def test_a_cloudevents_content_type_is_structured_mode_whatever_ce_headers_come(harbor_app):
+    """The HTTP binding: application/cloudevents+json means structured mode, so stray ce-*
+    headers (a proxy that copies them) do not turn the body into binary mode's data."""
+    body = sample("cloudevents/pushImage")
+    headers, _ = _binary(body)
+    resp = harbor_app.test_client().post("/webhook", json=body, headers={
+        **headers, "Content-Type": "application/cloudevents+json; charset=utf-8",
+        "Authorization": "Bearer h4rb0r"})
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["format"] == "cloudevents"
+
+
 def test_binary_mode_is_queued_as_its_structured_body(tmp_path):
     """A job reads its event from the stored body alone, so binary mode is stored
     structured; the handler gets the CloudEvent's event."""

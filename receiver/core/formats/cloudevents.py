@@ -98,8 +98,13 @@ Headers = t.Mapping[str, str] | t.Any
 
 
 def is_binary(headers: Headers) -> bool:
-    """Whether a request carries a CloudEvent in binary mode (a ``ce-specversion`` header)."""
-    return "ce-specversion" in headers
+    """Whether a request carries a CloudEvent in binary mode: a ``ce-specversion`` header,
+    and a content type other than ``application/cloudevents...``, which the HTTP binding
+    reserves for structured mode (whatever ``ce-*`` headers come with it)."""
+    if "ce-specversion" not in headers:
+        return False
+    content_type = headers.get("content-type") or ""
+    return not content_type.strip().lower().startswith("application/cloudevents")
 
 
 def structured(headers: Headers, data: t.Any, skip: t.Collection[str] = ()) -> dict[str, t.Any]:
