@@ -220,9 +220,24 @@ def test_held_jobs_of_a_dead_process_are_taken_over(queue):
     ("redis://:hunter2@h:6379/0", "redis://***@h:6379/0"),
     ("redis://user:s3cr/et+Pw==@10.0.0.5:6379/0", "redis://***@10.0.0.5:6379/0"),
     ("redis://h:6379/0", "redis://h:6379/0"),
+    ("redis://h:6379/0?password=hunter2", "redis://h:6379/0?password=***"),
+    ("rediss://:a@h/0?ssl_password=k3y&socket_timeout=3",
+     "rediss://***@h/0?ssl_password=***&socket_timeout=3"),
 ])
 def test_shown_url_hides_credentials(url, shown):
-    """A queue URL in a message never holds its password, even one with an unescaped '/'."""
+    """A queue URL in a message never holds its password, even one with an unescaped '/',
+    or one given as a query parameter."""
     from receiver.jobs import shown_url
 
     assert shown_url(url) == shown
+
+
+def test_a_password_in_the_query_is_not_shown_when_redis_cannot_be_reached(cli):
+    """redis-py reads ?password=...: the jobs command's error shows neither it nor a
+    percent-decoded copy of it."""
+    from servers import free_port
+
+    code, out, err = cli("jobs", "--queue",
+                         f"redis://127.0.0.1:{free_port()}/0?password=hun%74er2")
+    assert code == 1 and out == ""
+    assert "password=***" in err and "hun" not in err

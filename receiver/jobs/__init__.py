@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 from urllib.parse import urlsplit
 
 from .base import (
@@ -35,6 +36,7 @@ __all__ = [
     "default_queue_url",
     "open_queue",
     "shown_url",
+    "url_secrets",
 ]
 
 
@@ -49,13 +51,33 @@ def default_queue_url() -> str:
     return f"sqlite:///{pathlib.Path(base) / 'receiver' / 'queue.db'}"
 
 
+#: A query parameter whose value is a secret (redis-py reads ``?password=...``, and
+#: ``ssl_password``): its value is never shown.
+_SECRET_PARAM = re.compile(r"([?&][^=&#]*(?:pass|secret|token)[^=&#]*=)[^&#]*", re.IGNORECASE)
+
+
 def shown_url(url: str) -> str:
     """*url* without its credentials, for messages and logs: whatever stands between
-    ``//`` and the last ``@`` may hold a password, even one with an unescaped ``/``."""
+    ``//`` and the last ``@`` may hold a password, even one with an unescaped ``/``; and
+    the values of query parameters such as ``password``."""
+    url = _SECRET_PARAM.sub(r"\1***", url)
     scheme, sep, rest = url.partition("//")
     if not sep or "@" not in rest:
         return url
     return f"{scheme}//***@{rest.rsplit('@', 1)[1]}"
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets written into *url* (its password, and secret query values), as written
+    and decoded, for scrubbing them out of a library's messages."""
+    from urllib.parse import unquote
+
+    found = [m.group(0).split("=", 1)[1] for m in _SECRET_PARAM.finditer(url)]
+    _, sep, rest = url.partition("//")
+    if sep and "@" in rest:
+        userinfo = rest.rsplit("@", 1)[0]
+        found.append(userinfo.partition(":")[2] or userinfo)
+    return sorted({v for s in found if s for v in (s, unquote(s)) if v}, key=len, reverse=True)
 
 
 def open_queue(url: str | None = None) -> Queue:

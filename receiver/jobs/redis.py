@@ -224,12 +224,12 @@ class RedisQueue(Queue):
     """
 
     def __init__(self, url: str, *, prefix: str = "receiver:") -> None:
-        from . import QueueError, shown_url
+        from . import QueueError, shown_url, url_secrets
 
         self.url = shown_url(url)
         self.prefix = prefix
         self._raw_url = url
-        self._password = urlsplit(url).password
+        self._secrets = url_secrets(url)
         self._lock = threading.Lock()
         self._conn: tuple[redis.Redis, dict[str, Script], int] | None = None
         try:
@@ -265,8 +265,8 @@ class RedisQueue(Queue):
     def _scrub(self, exc: BaseException) -> str:
         """redis-py's message without the password or the server's address."""
         text = str(exc)
-        if self._password:
-            text = text.replace(self._password, "***")
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
         parts = urlsplit(self._raw_url)
         if parts.hostname:
             text = text.replace(f"{parts.hostname}:{parts.port or 6379}", "the server")
