@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from servers import Target
+from servers import Target, wait_for
 
 R = pytest.param
 
@@ -197,6 +197,29 @@ def test_interrupting_emit_leaves_no_pending_row(tmp_path, sig, code, message):
                           capture_output=True, text=True, check=True)
     rows = json.loads(logs.stdout)
     assert [(r["status"], r["error"]) for r in rows] == [("failed", "interrupted before a final answer")] * 2
+
+
+@pytest.mark.parametrize("sig", [R(signal.SIGINT, id="ctrl-c"), R(signal.SIGTERM, id="sigterm")])
+def test_interrupting_a_single_delivery_logs_the_attempt_it_cut(tmp_path, sig):
+    """One delivery runs in the command's own thread, so the signal cuts its POST at once;
+    the attempt that was sent is logged, interrupted, and the row ends failed with it."""
+    env = {**os.environ, "RECEIVER_DB": str(tmp_path / "r.db")}
+    with Target(hang=60) as target:
+        proc = subprocess.Popen([sys.executable, "-m", "receiver", "send", "pushImage", "ns/a:v1",
+                                 "--url", target.url, "--timeout", "10", "--attempts", "1"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: target.requests, what="the POST")
+        proc.send_signal(sig)
+        proc.communicate(timeout=30)
+    shown = subprocess.run([sys.executable, "-m", "receiver", "logs", "--task", "1", "--json"],
+                           env=env, capture_output=True, text=True, check=True)
+    task = json.loads(shown.stdout)
+    assert (task["status"], task["attempts"], task["error"]) == (
+        "failed", 1, "interrupted before a final answer")
+    [attempt] = task["attempt_log"]
+    assert (attempt["attempt"], attempt["http_status"], attempt["error"]) == (
+        1, None, "interrupted before a final answer")
+    assert 0 <= attempt["duration_ms"] < 10_000
 
 
 def test_a_ref_without_a_tag_means_latest(cli):

@@ -30,7 +30,7 @@ from .bookkeeping import INTERRUPTED, TriggerLog, secrets_in
 from .retry import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, MAX_SECONDS, RetryPolicy
 from .rules import RuleError, TriggerRule, carries, check_header, validate_url
 from .store import Attempt, Delivery, NewDelivery, NotFound, Store
-from .transport import Transport, target_of
+from .transport import Answer, Transport, target_of
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -338,8 +338,13 @@ class Sender:
         for number in range(1, policy.attempts + 1):
             if stop is not None and stop.is_set():
                 return self._done(self.trigger_log.stop(delivery))
-            answer = self.transport.post(target, body, job.headers, timeout=policy.timeout,
-                                         content_type=job.content_type)
+            started_at, began = time.time(), time.perf_counter()
+            try:
+                answer = self.transport.post(target, body, job.headers, timeout=policy.timeout,
+                                             content_type=job.content_type)
+            except BaseException:  # Ctrl-C or SIGTERM in this thread: the POST is cut short
+                self._cut_short(delivery, number, started_at, began)
+                raise
             final = policy.is_final(answer, number)
             delivery, attempt = self.trigger_log.record(delivery, number, answer, final=final,
                                                         secrets=secrets)
@@ -363,6 +368,17 @@ class Sender:
             else:
                 stop.wait(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _cut_short(self, delivery: Delivery, number: int, started_at: float,
+                   began: float) -> None:
+        """Log attempt *number*, interrupted in flight, and close the row with it; a store
+        that cannot be written now is left to :meth:`_finish`'s clean-up."""
+        answer = Answer(None, b"", INTERRUPTED, time.perf_counter() - began, started_at)
+        try:
+            self.trigger_log.record(delivery, number, answer, final=True)
+        except sqlite3.Error as exc:
+            log.warning("could not log the interrupted attempt of task %d: %s",
+                        delivery.task_id, exc)
 
     def _done(self, delivery: Delivery) -> Delivery:
         if self.on_done is not None:
