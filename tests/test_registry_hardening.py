@@ -155,6 +155,17 @@ def test_a_rule_that_cannot_be_sent_fails_alone(cli, tmp_path, target):
     assert code == 2
 
 
+def test_a_hand_edited_enabled_flag_reads_as_emit_treats_it(cli, tmp_path, target):
+    """enabled = 'maybe' (or 2) in the store: emit sends nothing, and rules show and list say
+    the rule is disabled, not enabled."""
+    cli("rules", "create", "x", "--url", target.url)
+    _edit(tmp_path / "r.db", "UPDATE rules SET enabled = 'maybe'")
+    assert json.loads(cli("rules", "show", "x", "--json")[1])["enabled"] is False
+    assert json.loads(cli("rules", "list", "--json")[1])[0]["enabled"] is False
+    assert cli("emit", "pushImage", "ns/app:v1")[:2] == (0, "")  # no rule fires
+    assert target.requests == []
+
+
 @pytest.mark.parametrize("args", [
     R(["rules", "show", "x"], id="show"),
     R(["rules", "show", "x", "--json"], id="show-json"),

@@ -837,7 +837,7 @@ def _rule_from_row(row: sqlite3.Row, *, lenient: bool = False) -> TriggerRule:
         defect=defect, name=name, url=row["url"], actions=actions,
         namespace=fields["namespace"], repository=fields["repository"] or "",
         tag=fields["tag"] or "", headers=headers, description=row["description"],
-        enabled=bool(row["enabled"]), format=row["format"],
+        enabled=row["enabled"] == 1, format=row["format"],  # as enabled_rules() selects
     )
 
 
