@@ -108,7 +108,11 @@ def child_exit(server: t.Any, worker: t.Any) -> None:
 
 
 def on_exit(server: t.Any) -> None:
-    """Remove the metrics directory if on_starting made it."""
+    """Remove the metrics directory if on_starting made it, and the marker of workers
+    that could not load the app (see receiver.web.app.stop_gunicorn)."""
     path = getattr(server, "receiver_metrics_dir", None)
     if path:
         shutil.rmtree(path, ignore_errors=True)
+    for marker in glob.glob(os.path.join(tempfile.gettempdir(),
+                                         f"receiver-boot-{os.getuid()}-{os.getpid()}-*")):
+        os.remove(marker)

@@ -256,3 +256,25 @@ def test_bad_setting_stops_gunicorn_with_one_line(tmp_path, app, env, message):
     assert proc.returncode == 3
     assert f"receiver: configuration error: {message}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_bad_setting_stops_several_workers_with_one_line(tmp_path):
+    """Under the shipped config (three gevent workers here, JSON lines), every worker fails
+    alike, but one says why and gunicorn stops with 3: without a second exit 3, which would
+    end gunicorn in its own traceback, and with every line JSON."""
+    full = {**{k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")},
+            "RECEIVER_HANDLERS": "no_such_module_xyz", "RECEIVER_LOG_FORMAT": "json",
+            "RECEIVER_BIND": "127.0.0.1:0", "WEB_CONCURRENCY": "3",
+            "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", str(ROOT / "gunicorn.conf.py"),
+         "--chdir", str(ROOT)],
+        env=full, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr
+    lines = [json.loads(line) for line in proc.stderr.splitlines()]
+    errors = [ln["message"] for ln in lines if "configuration error" in ln["message"]]
+    assert errors == ["configuration error: RECEIVER_HANDLERS: cannot import "
+                      "'no_such_module_xyz': ModuleNotFoundError: No module named "
+                      "'no_such_module_xyz'"]
+    assert "Traceback" not in proc.stderr

@@ -23,6 +23,7 @@ Settings (environment variables, or keys of the ``config`` mapping):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -254,9 +255,64 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *,
     except ConfigError as exc:
         caller = sys._getframe(1).f_globals.get("__name__", "")
         if caller.startswith("gunicorn."):
-            print(f"receiver: configuration error: {exc}", file=sys.stderr, flush=True)
-            sys.exit(3)
+            stop_gunicorn(exc)
         raise
+
+
+def stop_gunicorn(exc: ConfigError) -> t.NoReturn:
+    """Stop gunicorn because the app cannot be made: print *exc* as one line and exit with
+    status 3, gunicorn's "worker failed to boot", which stops the server rather than
+    restarting workers forever.
+
+    Each worker loads the app, so each fails alike. gunicorn halts on the first worker that
+    exits with 3, and one more such exit while it halts ends it in a traceback (exit status 1).
+    So, per master, the first worker to fail says why and exits with 3; the others exit
+    with 0, silent, and gunicorn replaces them until it halts. The first is the one that
+    creates a marker file named after the master (its pid and start time); the shipped
+    gunicorn.conf.py removes it at exit, and the next failure removes those of masters
+    that are gone. With ``RECEIVER_LOG_FORMAT=json`` the line is JSON.
+    """
+    if "gunicorn.workers.base" in sys.modules and not _in_gunicorn_master():
+        import tempfile
+
+        from .metrics import _start_time
+
+        master = os.getppid()
+        prefix = f"receiver-boot-{os.getuid()}-"
+        path = os.path.join(tempfile.gettempdir(), f"{prefix}{master}-{_start_time(master)}")
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:  # another worker is saying it and exiting with 3
+            os._exit(0)  # quietly: gunicorn replaces such a worker until it halts
+        except OSError:
+            pass  # no marker: every worker says it, as gunicorn alone would
+        else:
+            _remove_dead_markers(os.path.dirname(path), prefix)
+    line = f"receiver: configuration error: {exc}"
+    if os.environ.get("RECEIVER_LOG_FORMAT", "").strip().lower() == "json":
+        from .logs import json_formatter  # every line of the output parses, this one too
+
+        record = logging.LogRecord("receiver", logging.ERROR, __file__, 0,
+                                   f"configuration error: {exc}", None, None)
+        line = json_formatter().format(record)
+    print(line, file=sys.stderr, flush=True)
+    sys.exit(3)
+
+
+def _remove_dead_markers(directory: str, prefix: str) -> None:
+    """Remove the markers of :func:`stop_gunicorn` whose master is gone."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(directory):
+            pid = name[len(prefix):].split("-", 1)[0] if name.startswith(prefix) else ""
+            if not pid.isdigit():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(directory, name))
+            except OSError:
+                pass  # alive, someone else's
 
 
 def _create_app(config: t.Mapping[str, t.Any] | None, handlers: Handlers | None,
