@@ -95,6 +95,25 @@ def test_retry_later_then_dead(queue):
     assert [j.job_id for j in queue.jobs(status="dead")] == [job_id]
 
 
+def test_pass_on_queues_again_without_counting_the_attempt(queue):
+    """A job this process cannot run goes back to the queue after its delay, with the
+    reason, and its attempt not counted; an owner that lost the lease cannot pass it on."""
+    from servers import wait_for
+
+    [job_id] = queue.submit(record(), ["m.a"], window=60).job_ids
+    claim = queue.claim("w1", lease=30)
+    assert claim.attempts == 1
+    assert queue.pass_on(claim, "handler m.a is not registered in this process", delay=0.2)
+    job = queue.job(job_id)
+    assert (job.status, job.attempts, job.error) == (
+        "queued", 0, "handler m.a is not registered in this process")
+    assert queue.claim("w2", lease=30) is None  # not due yet
+    again = wait_for(lambda: queue.claim("w2", lease=30), what="the job to be due again")
+    assert (again.job_id, again.attempts) == (job_id, 1)
+    assert not queue.pass_on(claim, "stale owner", delay=0)
+    assert queue.job(job_id).status == "running"
+
+
 def test_requeue_resets_dead_jobs(queue):
     """requeue() queues dead jobs again with attempts reset; other jobs are left alone."""
     ids = queue.submit(record(), ["m.a", "m.b"], window=60).job_ids

@@ -15,7 +15,7 @@ import typing as t
 from ..core.events import Event
 from ..core.schemas import load_event
 from ..core.text import printable
-from ..jobs import Claim, Queue
+from ..jobs import Claim, NotHere, Queue
 from ..jobs.worker import Pool
 from . import signals
 from .dispatch import Handler, call_handler, find_handler, log_failure, send_isolated
@@ -28,8 +28,9 @@ __all__ = ["HandlerMissing", "make_pool"]
 log = logging.getLogger("receiver")
 
 
-class HandlerMissing(LookupError):
-    """A job names a handler that this process has not registered."""
+class HandlerMissing(NotHere):
+    """A job names a handler that this process has not registered: the job is left for a
+    process that has it, without counting an attempt."""
 
 
 def make_pool(app: Flask, queue: Queue, config: t.Mapping[str, t.Any]) -> Pool:

@@ -17,6 +17,7 @@ __all__ = [
     "Claim",
     "EventRecord",
     "Job",
+    "NotHere",
     "Queue",
     "QueueStats",
     "QueueUnavailable",
@@ -36,6 +37,11 @@ class QueueStats:
     counts: dict[str, int]
     #: Seconds since the oldest queued job became due; 0 when none is due.
     oldest_queued_age: float
+
+
+class NotHere(LookupError):
+    """Raised by a job's run when this process cannot run it (its handler is not registered
+    here): the job is left for another process, without counting an attempt."""
 
 
 class QueueUnavailable(RuntimeError):
@@ -188,6 +194,11 @@ class Queue(abc.ABC):
     @abc.abstractmethod
     def retry_later(self, claim: Claim, error: str, delay: float) -> bool:
         """Queue the job again in *delay* seconds, keeping *error*; ``False`` if lost."""
+
+    @abc.abstractmethod
+    def pass_on(self, claim: Claim, error: str, delay: float) -> bool:
+        """Queue the job again in *delay* seconds, keeping *error*, without counting the
+        attempt (it did not run here); ``False`` if lost."""
 
     @abc.abstractmethod
     def bury(self, claim: Claim, error: str) -> bool:

@@ -106,7 +106,8 @@ for i = 3, #ARGV, 2 do
 end
 return lost
 """,
-    # ARGV: id, owner, status ('queued' for a retry, or 'dead'), delay_ms, [error]
+    # ARGV: id, owner, status ('queued' for a retry, 'passed' for a job this process cannot
+    # run, or 'dead'), delay_ms, [error]
     # → 1, or 0 when the lease was lost (successes go through "succeed", in batches)
     "finish": """
 local key = p .. 'job:' .. ARGV[2]
@@ -114,9 +115,14 @@ local f = redis.call('HMGET', key, 'status', 'owner')
 if f[1] ~= 'running' or f[2] ~= ARGV[3] then return 0 end
 redis.call('ZREM', p .. 'running', ARGV[2])
 redis.call('HDEL', key, 'owner')
-redis.call('HSET', key, 'status', ARGV[4], 'updated_at', secs(now))
+local status = ARGV[4]
+if status == 'passed' then  -- queued again, this attempt not counted
+  redis.call('HINCRBY', key, 'attempts', -1)
+  status = 'queued'
+end
+redis.call('HSET', key, 'status', status, 'updated_at', secs(now))
 if ARGV[6] then redis.call('HSET', key, 'error', ARGV[6]) end
-if ARGV[4] == 'queued' then
+if status == 'queued' then
   redis.call('HSET', key, 'run_at', secs(now + tonumber(ARGV[5])))
   redis.call('ZADD', p .. 'queued', secs(now + tonumber(ARGV[5])), ARGV[2])
 else
@@ -335,6 +341,9 @@ class RedisQueue(Queue):
 
     def retry_later(self, claim: Claim, error: str, delay: float) -> bool:
         return self._finish(claim, "queued", error, delay)
+
+    def pass_on(self, claim: Claim, error: str, delay: float) -> bool:
+        return self._finish(claim, "passed", error, delay)
 
     def bury(self, claim: Claim, error: str) -> bool:
         return self._finish(claim, "dead", error)

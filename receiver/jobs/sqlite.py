@@ -278,15 +278,17 @@ class SQLiteQueue(Queue):
 
         return t.cast("list[int]", self._run(do))
 
-    def _finish(self, claim: Claim, status: str, error: str | None, run_at: float | None) -> bool:
+    def _finish(self, claim: Claim, status: str, error: str | None, run_at: float | None,
+                uncount: bool = False) -> bool:
         now = time.time()
 
         def do(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
                 "UPDATE jobs SET status = ?, owner = NULL, lease_until = NULL, updated_at = ?, "
-                "error = COALESCE(?, error), run_at = COALESCE(?, run_at) "
+                "error = COALESCE(?, error), run_at = COALESCE(?, run_at), "
+                "attempts = attempts - ? "
                 "WHERE job_id = ? AND owner = ? AND status = 'running'",
-                (status, now, error, run_at, claim.job_id, claim.owner),
+                (status, now, error, run_at, int(uncount), claim.job_id, claim.owner),
             )
             return cur.rowcount == 1
 
@@ -320,6 +322,9 @@ class SQLiteQueue(Queue):
 
     def retry_later(self, claim: Claim, error: str, delay: float) -> bool:
         return self._finish(claim, "queued", one_line(error), time.time() + delay)
+
+    def pass_on(self, claim: Claim, error: str, delay: float) -> bool:
+        return self._finish(claim, "queued", one_line(error), time.time() + delay, uncount=True)
 
     def bury(self, claim: Claim, error: str) -> bool:
         return self._finish(claim, "dead", one_line(error), None)

@@ -20,7 +20,7 @@ import typing as t
 import uuid
 import weakref
 
-from .base import Claim, Queue, QueueUnavailable
+from .base import Claim, NotHere, Queue, QueueUnavailable
 
 __all__ = ["Pool", "backoff_delay"]
 
@@ -267,6 +267,13 @@ class Pool:
             with self._running_lock:
                 self._running.pop(claim.job_id, None)
         seconds = time.perf_counter() - started
+        if isinstance(error, NotHere):
+            # Not a run: another process has what it needs. Left for it, uncounted; this
+            # process may take it again after a lease.
+            log.warning("job %d: %s; left for another process (this one looks again in %gs)",
+                        claim.job_id, error, self.lease)
+            self._record(claim, self.queue.pass_on, claim, str(error), self.lease)
+            return
         final = False
         kept: bool | None = True
         # A run lost with its worker counts as an attempt, but a lost last attempt is run
