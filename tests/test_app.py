@@ -184,3 +184,14 @@ def test_a_body_read_in_parts_is_whole_and_one_cut_short_is_refused():
     status, answer = post(_Trickle(body, end=30))
     assert status == "400 BAD REQUEST"
     assert answer == {"error": f"body could not be read (cut short: 30 of {len(body)} bytes)"}
+
+
+def test_an_import_error_names_the_line_of_the_users_module(tmp_path, monkeypatch):
+    """A handler module that fails inside the receiver's code (a malformed pattern) is
+    reported at its own line, not at the receiver's frame that raised."""
+    (tmp_path / "badpat_mod.py").write_text(
+        "from receiver import on\non('pushImage', repository='/{a')(print)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        create_app({"RECEIVER_HANDLERS": "badpat_mod"})
+    assert str(info.value).endswith(f"({tmp_path / 'badpat_mod.py'}, line 2)"), info.value

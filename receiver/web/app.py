@@ -224,9 +224,9 @@ def _describe_error(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if isinstance(exc, ImportError) and exc.__traceback__ is None:
         return text
-    here = os.path.dirname(__file__)
+    package = os.path.dirname(os.path.dirname(__file__)) + os.sep  # receiver's own frames
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not f.filename.startswith(here) and "importlib" not in f.filename]
+              if not f.filename.startswith(package) and "importlib" not in f.filename]
     if frames:
         text += f" ({frames[-1].filename}, line {frames[-1].lineno})"
     return " ".join(text.split())
