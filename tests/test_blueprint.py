@@ -186,6 +186,20 @@ def test_non_json_content_type_is_415(client, seed_body, content_type):
     assert content_type.split(";")[0] in resp.get_json()["error"]
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate, gzip"])
+def test_an_encoded_body_is_415_naming_the_encoding(client, seed_body, encoding):
+    """A body sent with a Content-Encoding (which the receiver does not decode) gets a 415
+    naming it, not a 400 about the bytes or a 202 for a body read as if plain."""
+    resp = post(client, seed_body, headers={"Content-Encoding": encoding})
+    assert resp.status_code == 415
+    assert resp.get_json()["error"] == (
+        f"content encoding {encoding!r} is not supported; send the body uncompressed")
+
+
+def test_identity_encoding_is_plain(client, seed_body):
+    assert post(client, seed_body, headers={"Content-Encoding": "identity"}).status_code == 200
+
+
 def test_json_suffix_types_are_accepted(client, seed_body):
     """application/*+json (CloudEvents, say) counts as JSON."""
     assert post(client, seed_body, content_type="application/cloudevents+json").status_code == 200

@@ -2,9 +2,9 @@
 
 :func:`receive` is the receiving path as named steps. Status codes (docs/design.md): 202
 queued; 200 a duplicate, the ping, or ``sync`` mode done; 400 not JSON / not UTF-8; 401 auth;
-411 a chunked body this server cannot read; 413 too large; 415 not a JSON content type; 422
-not a valid event; 503 the queue cannot be reached; 500 only in ``sync`` mode, when a handler
-failed.
+411 a chunked body this server cannot read; 413 too large; 415 not a JSON content type (or
+encoded); 422 not a valid event; 503 the queue cannot be reached; 500 only in ``sync`` mode,
+when a handler failed.
 Per-app settings live in ``app.extensions["receiver"]``, put there by :class:`Receiver`.
 """
 
@@ -264,8 +264,14 @@ def read_body(req: Request, limit: int) -> bytes:
 
 
 def check_content_type(req: Request) -> None:
-    """415 unless the body is ``application/json`` or ``application/*+json``."""
-    if req.environ.get("CONTENT_TYPE") == "application/json":
+    """415 unless the body is ``application/json`` or ``application/*+json``, sent without
+    a content encoding (gzip and the like are not decoded here)."""
+    environ = req.environ
+    encoding = environ.get("HTTP_CONTENT_ENCODING")
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        raise Rejection(415, f"content encoding {encoding.strip()[:64]!r} is not supported; "
+                             "send the body uncompressed")
+    if environ.get("CONTENT_TYPE") == "application/json":
         return  # what registries send, checked without parsing
     mimetype = req.mimetype
     if mimetype != "application/json" and not (
