@@ -101,6 +101,9 @@ def test_header_names_are_case_insensitive(client, seed_body):
         R(b"[" * 60000 + b"]" * 60000, "nested too deeply", id="nested-60000"),
         R(b'{"a":' * 60000 + b"1" + b"}" * 60000, "nested too deeply", id="nested-objects"),
         R(b'{"type": NaN}', "body is not valid JSON", id="nan"),
+        R(b'{"occur_at": ' + b"9" * 5000 + b"}",
+          "body is not valid JSON here: it holds a number of more than 4300 digits",
+          id="huge-number"),
     ],
 )
 def test_unparseable_body_is_400(client, body, error):

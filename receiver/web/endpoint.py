@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 import typing as t
 
@@ -291,6 +292,10 @@ def decode(body: bytes) -> tuple[str, t.Any]:
     except RecursionError:
         raise Rejection(400, "body is not valid JSON: nested too deeply") from None
     except ValueError as exc:
+        if "integer string conversion" in str(exc):  # Python's limit, with advice to Python
+            digits = getattr(sys, "get_int_max_str_digits", lambda: 4300)()
+            raise Rejection(400, "body is not valid JSON here: it holds a number of more than "
+                                 f"{digits} digits") from None
         raise Rejection(400, f"body is not valid JSON: {exc}") from None
     if "\\u" in text and has_lone_surrogate(data):
         raise Rejection(400, "body is not valid JSON text: it escapes a lone UTF-16 surrogate")
