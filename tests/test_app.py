@@ -76,6 +76,7 @@ def test_handler_modules_are_imported(monkeypatch, tmp_path):
     ({"RECEIVER_QUEUE": "postgres://db/x"}, "is not a queue URL: use sqlite:///PATH"),
     ({"RECEIVER_QUEUE": "redis://:topsecret@h/0x"}, "write a Redis queue as redis://"),
     ({"RECEIVER_QUEUE": "redis://:topsecret@[::1:6379/0"}, "redis://***@[::1:6379/0': Invalid IPv6 URL"),
+    ({"RECEIVER_QUEUE": "redis://:topsecret@h:99999/0"}, "the port must be a number from 1 to 65535"),
     ({"RECEIVER_AUTH_HEADERS": '{"A": " topsecret"}'}, "begins or ends with white space"),
     ({"RECEIVER_QUEUE": "sqlite://q.db"}, "write an SQLite queue as sqlite:///PATH"),
     ({"RECEIVER_WORKERS": -1}, "RECEIVER_WORKERS must be a whole number at least 0 and at most 256, got -1"),

@@ -110,7 +110,8 @@ def open_queue(url: str | None = None) -> Queue:
             parts.port  # noqa: B018  (raises ValueError for a bad port)
         except ValueError:
             raise QueueError(
-                f"RECEIVER_QUEUE {shown_url(url)!r}: the port is not a number") from None
+                f"RECEIVER_QUEUE {shown_url(url)!r}: the port must be a number from 1 to "
+                "65535") from None
         database = parts.path.strip("/")
         if not parts.hostname or (database and not database.isdigit()):
             raise QueueError(
