@@ -66,6 +66,10 @@ def _shown(url: str) -> str:
 #: A host as a URL writes it: a registered name or IPv4 address (RFC 3986's reg-name, which
 #: http.client sends as it is), or an IPv6 address in brackets. Not an IPv6 zone id
 #: (``[fe80::1%25eth0]``): http.client cannot connect to one.
+#: A namespace as the registry names them (and as emit's events are checked): an OCI
+#: path component.
+_NAMESPACE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+
 _HOST = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\]")
 
 
@@ -231,6 +235,11 @@ class TriggerRule:
             not isinstance(self.namespace, str) or "/" in self.namespace
         ):
             raise RuleError(f"namespace {self.namespace!r} is invalid: a namespace has no '/'")
+        if self.namespace is not None and not _NAMESPACE.fullmatch(self.namespace):
+            raise RuleError(
+                f"namespace {self.namespace!r} is invalid: a namespace is lower-case letters "
+                "and digits, separated by '.', '_', '__' or '-', so this rule could never fire"
+            )
         for field, compile_ in (("repository", repository_fullmatch), ("tag", tag_fullmatch)):
             pattern = getattr(self, field) or ""
             object.__setattr__(self, field, pattern)
