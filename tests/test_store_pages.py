@@ -9,11 +9,14 @@ import math
 import random
 import sqlite3
 from datetime import datetime, timezone
+from urllib.parse import quote
 
 import pytest
 
 from receiver.registry.bookkeeping import blot, secrets_in
 from receiver.registry.store import PAGE_SIZE, WAL_BYTES, Store, _json_list, iso
+
+R = pytest.param
 
 
 def pragma(store: Store, name: str) -> int:
@@ -81,3 +84,22 @@ def test_only_values_long_enough_are_blotted():
     assert secrets_in(headers) == ("s3cret", "abcd")
     assert secrets_in((("A", "x"),)) == ()
     assert blot(b"x s3cret abcd", secrets_in(headers)) == b"x ****** ******"
+
+
+@pytest.mark.parametrize("echo", [
+    R("sécret-välue", id="as-sent"),
+    R("sécret-välue".encode().decode("latin-1"), id="latin-1"),
+    R(json.dumps("sécret-välue")[1:-1], id="json"),
+    R(json.dumps("sécret-välue".encode().decode("latin-1"))[1:-1], id="json-latin-1"),
+    R(json.dumps("sécret-välue")[1:-1].replace("00e9", "00E9").replace("00e4", "00E4"),
+      id="json-upper-hex"),
+    R(quote("sécret-välue"), id="percent"),
+    R(quote("sécret-välue").replace("%C3%A9", "%c3%a9").replace("%C3%A4", "%c3%a4"),
+      id="percent-lower-hex"),
+    R(quote("sécret-välue".encode().decode("latin-1")), id="percent-latin-1"),
+])
+def test_a_secret_echoed_in_another_encoding_is_blotted(echo):
+    """A target that echoes a header value escaped as JSON or a URL does (of the text it
+    read, often the UTF-8 bytes taken as Latin-1) does not carry it past the blot."""
+    forms = secrets_in((("X-Token", "sécret-välue"),))
+    assert blot(f'{{"got": "{echo}"}}'.encode(), forms) == b'{"got": "******"}'

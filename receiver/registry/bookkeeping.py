@@ -8,8 +8,11 @@ the SQL is :mod:`receiver.registry.store`'s, the HTTP :mod:`receiver.registry.tr
 from __future__ import annotations
 
 import functools
+import json
+import re
 import time
 import typing as t
+from urllib.parse import quote
 
 from .retry import RetryPolicy, failure
 from .store import Attempt, Delivery, NewDelivery, Store, iso
@@ -42,8 +45,35 @@ def blot(data: bytes, secrets: t.Iterable[str]) -> bytes:
 
 @functools.lru_cache(maxsize=256)
 def secrets_in(headers: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
-    """The values of *headers* that :func:`blot` replaces: those long enough to be secrets."""
-    return tuple(value for _, value in headers if len(value) >= _SHORTEST_SECRET)
+    """The values of *headers* that :func:`blot` replaces: those long enough to be secrets,
+    as sent and as a target may echo them: also read as Latin-1 (as WSGI servers hand
+    header bytes over), and each of the two JSON-escaped and percent-encoded (either case
+    of hex digits). Longest first, so that a form holding another is replaced whole."""
+    forms: dict[str, None] = {}
+    for _, value in headers:
+        if len(value) < _SHORTEST_SECRET:
+            continue
+        for text in (value, value.encode("utf-8").decode("latin-1")):
+            escaped = json.dumps(text)[1:-1]
+            quoted = quote(text.encode("utf-8"), safe="")
+            for form in (text, escaped, _UNICODE_ESCAPE.sub(_upper, escaped), quoted,
+                         _PERCENT.sub(_lower, quoted)):
+                forms[form] = None
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+_UNICODE_ESCAPE = re.compile(r"\\u[0-9a-f]{4}")
+
+
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
+
+
+def _upper(match: re.Match[str]) -> str:
+    return "\\u" + match.group(0)[2:].upper()
+
+
+def _lower(match: re.Match[str]) -> str:
+    return match.group(0).lower()
 
 
 class TriggerLog:
