@@ -333,3 +333,22 @@ def test_a_handler_that_forks_does_not_start_workers_in_the_child(tmp_path):
     post(app, make_body())
     wait_for(out.exists)
     assert not any(name.startswith("receiver-") for name in json.loads(out.read_text()))
+
+
+def test_a_queue_file_removed_under_the_server_is_not_ready(tmp_path):
+    """rm -rf of the SQLite queue's directory while the server runs: /readyz says so and
+    the webhook answers 503, rather than 202s for events written to a file that is gone."""
+    import shutil
+
+    app = create_app({"RECEIVER_QUEUE": f"sqlite:///{tmp_path / 'q' / 'q.db'}",
+                      "RECEIVER_WORKERS": 0})
+    on("pushImage")(lambda e: None)
+    assert post(app, make_body(tags=["v1"]))[0] == 202
+    assert app.test_client().get("/readyz").status_code == 200
+    shutil.rmtree(tmp_path / "q")
+    resp = app.test_client().get("/readyz")
+    assert resp.status_code == 503
+    assert resp.get_json()["error"] == ("the queue file was removed after this process opened "
+                                        "it; restart the server to use the new one")
+    # The webhook looks at the file at most once a second.
+    wait_for(lambda: post(app, make_body(tags=["v2"]))[0] == 503, what="a 503")

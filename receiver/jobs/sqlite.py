@@ -83,6 +83,9 @@ class SQLiteQueue(Queue):
         # the moment the lock is free, where SQLite's busy handler would sleep 1 ms or more.
         self._write_lock = threading.Lock()
         self._lock_fd: tuple[int, int] | None = None
+        #: The file's (device, inode) once made or found, and when to look at it again.
+        self._identity: tuple[int, int] | None = None
+        self._next_look = 0.0
 
     # -- connections -------------------------------------------------------------------
 
@@ -119,7 +122,26 @@ class SQLiteQueue(Queue):
                 conn.executescript(_SCHEMA)
             finally:
                 conn.close()
+            info = os.stat(self.path)
+            self._identity = (info.st_dev, info.st_ino)
             self._ready = True
+
+    def _look(self) -> None:
+        """:class:`QueueUnavailable` if the file this process opened was removed or replaced
+        since: its connections would go on writing to a file nobody will read again."""
+        if self._identity is None:
+            return
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            what = "was removed"
+        else:
+            if (info.st_dev, info.st_ino) == self._identity:
+                return
+            what = "was replaced by another file"
+        raise QueueUnavailable(self.url, f"the queue file {what} after this process opened "
+                                         "it; restart the server to use the new one",
+                               "cannot be used")
 
     def _lock_file(self) -> int:
         held = self._lock_fd
@@ -183,6 +205,9 @@ class SQLiteQueue(Queue):
     def submit(self, event: EventRecord, handlers: t.Sequence[str], window: float,
                hold: tuple[str, float] | None = None) -> Submitted:
         now = time.time()
+        if now >= self._next_look:  # at most once a second: a stat per event costs
+            self._look()
+            self._next_look = now + 1.0
         owner, lease_until = (hold[0], now + hold[1]) if hold else (None, None)
         status, attempts = ("running", 1) if hold else ("queued", 0)
 
@@ -397,6 +422,7 @@ class SQLiteQueue(Queue):
     def check(self) -> None:
         # BEGIN IMMEDIATE takes the write lock: a read-only file or directory fails here.
         self._run(lambda conn: conn.execute("SELECT 1 FROM jobs LIMIT 1").fetchall())
+        self._look()
 
     def stats(self) -> QueueStats:
         def do(conn: sqlite3.Connection) -> QueueStats:
