@@ -69,7 +69,12 @@ class _Group(click.Group):
             message = exc.format_message()
             if message.startswith("Got unexpected extra argument"):
                 # Not echoed: a 'Key: Value' that lost its --header is usually a secret.
-                message = "unexpected extra arguments (a header needs --header 'Key: Value')"
+                message = "unexpected extra arguments"
+                command = exc.ctx.command if exc.ctx is not None else None
+                if command is not None and any(
+                    "--header" in getattr(param, "opts", ()) for param in command.params
+                ):
+                    message += " (a header needs --header 'Key: Value')"
             click.echo(f"error: {where}{message} (see --help)", err=True)
             sys.exit(2)
         except click.ClickException as exc:
