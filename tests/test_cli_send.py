@@ -83,6 +83,8 @@ def test_rules_lifecycle(cli):
       id="forgotten-header-flag"),
     R(["schema", "extra"], "error: receiver schema: unexpected extra arguments (see --help)",
       id="extra-argument-no-header-hint"),
+    R(["rules", "update", "dup"], "error: nothing to change in rule dup: give the fields to change",
+      id="update-without-fields"),
     R(["rules", "show", "bad\udcff"], "error: an argument is not valid UTF-8 text", id="not-utf8-arg"),
     R(["emit", "pushImage", "prod/app:v1:v2"], "error: repository 'prod/app:v1' is not a valid name", id="two-colons"),
     R(["emit", "pushImage", "Prod/App:V1"], "error: repository 'Prod/App' is not a valid name", id="upper-case"),

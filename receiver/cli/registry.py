@@ -172,7 +172,11 @@ def rules_update(ctx: click.Context, name: str, url: str | None, actions: tuple[
         changes["actions"] = actions
     if headers or clear_headers:
         changes["headers"] = _headers(headers)
-    store.save_rule(store.get_rule(name).replace(**changes))
+    rule = store.get_rule(name)
+    if not changes:
+        raise UserError(f"nothing to change in rule {name}: give the fields to change, such as "
+                        "--url or --tag (see --help)")
+    store.save_rule(rule.replace(**changes))
     click.echo(f"updated rule {name}")
 
 
