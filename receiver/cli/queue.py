@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
@@ -78,18 +79,25 @@ def worker(ctx: click.Context, threads: int, queue_url: str | None) -> None:
     except ConfigError as exc:
         raise UserError(f"configuration error: {exc}") from None
     queue.check()
+    as_json = str(config.get("RECEIVER_LOG_FORMAT") or "").lower() == "json"
+
+    def say(line: str) -> None:
+        if as_json:  # one JSON object per line, these too
+            logging.getLogger("receiver").info(line)
+        else:
+            click.echo(line, err=True)
     try:
         # From here on a SIGTERM stops the pool gracefully, even one that arrives while the
         # threads just started take their first jobs.
         pool.start()
-        click.echo(f"worker: {threads} thread(s) on {queue.url}, handlers from "
-                   f"{', '.join(modules)}; Ctrl-C to stop", err=True)
+        say(f"worker: {threads} thread(s) on {queue.url}, handlers from "
+            f"{', '.join(modules)}; Ctrl-C to stop")
         threading.Event().wait()
     except (KeyboardInterrupt, _Terminated):
-        click.echo("worker: stopping; waiting for the running jobs", err=True)
+        say("worker: stopping; waiting for the running jobs")
     finally:
         pool.stop()
-    click.echo("worker: stopped", err=True)
+    say("worker: stopped")
 
 
 @click.group(invoke_without_command=True)
