@@ -40,6 +40,7 @@ __all__ = [
     "NotFound",
     "Store",
     "StoreCorrupt",
+    "StoreTooNew",
     "default_db_path",
     "log_retention",
 ]
@@ -185,6 +186,11 @@ class StoreCorrupt(RuleError):
     """A row of the store cannot be read (written by hand, or damaged): a rule's headers or
     actions that are not JSON, a task's body that is not JSON. The message names the row, the
     column and what is wrong, never a header value."""
+
+
+class StoreTooNew(RuleError):
+    """The store was written by a newer version of receiver, whose schema this version does
+    not know: it is left alone rather than written in a shape the newer one would misread."""
 
 
 def default_db_path() -> pathlib.Path:
@@ -357,6 +363,12 @@ class Store:
                 page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
                 self._conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_BYTES // page_size}")
                 version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise StoreTooNew(
+                        f"the store {self.path} was written by a newer version of receiver "
+                        f"(schema {version}; this version knows {SCHEMA_VERSION}): upgrade "
+                        "receiver to use it"
+                    )
                 if version < SCHEMA_VERSION:
                     _migrate(self._conn)
         except BaseException:
