@@ -269,3 +269,20 @@ def test_a_store_from_a_newer_version_is_left_alone(cli, tmp_path):
     _edit(tmp_path / "r.db", "PRAGMA user_version = 999")
     one_line(cli("rules", "list"), f"error: the store {tmp_path / 'r.db'} was written by a "
                                    "newer version of receiver (schema 999; this version knows")
+
+
+def test_credentials_typed_into_a_stored_url_are_never_shown(cli, tmp_path, target):
+    """A URL with a password, which a new rule refuses, written into the store by hand: no
+    command shows the password, and the failed delivery's row does not keep it."""
+    cli("rules", "create", "x", "--url", target.url)
+    _edit(tmp_path / "r.db", "UPDATE rules SET url = 'http://u:s3cret@127.0.0.1:1/hook'")
+    runs = [cli("rules", "list"), cli("rules", "list", "--json"), cli("rules", "show", "x"),
+            cli("rules", "show", "x", "--json"), cli("emit", "pushImage", "ns/app:v1"),
+            cli("logs"), cli("logs", "--json"), cli("logs", "--task", "1")]
+    for _, out, err in runs:
+        assert "s3cret" not in out + err
+    assert "http://***@127.0.0.1:1/hook" in runs[0][1]
+    with sqlite3.connect(tmp_path / "r.db") as db:
+        assert "s3cret" not in repr(db.execute("SELECT * FROM deliveries").fetchall())
+    db.close()
+    assert target.requests == []

@@ -24,7 +24,7 @@ from ..core.events import (
 )
 from ..core.formats import FORMATS
 from ..core.text import printable
-from ..registry.rules import DEFAULT_ACTIONS, TriggerRule, parse_header
+from ..registry.rules import DEFAULT_ACTIONS, TriggerRule, hide_credentials, parse_header
 from ..registry.sender import (
     DEFAULT_ATTEMPTS,
     DEFAULT_BACKOFF,
@@ -226,7 +226,8 @@ def rules_list(ctx: click.Context, as_json: bool) -> None:
     table = [("NAME", "ENABLED", "FORMAT", "ACTIONS", "NAMESPACE", "REPOSITORY", "TAG", "URL")]
     for r in found:
         table.append((r.name, "yes" if r.enabled else "no", r.format, ",".join(r.actions),
-                      r.namespace or "*", r.repository or "*", r.tag or "*", printable(r.url)))
+                      r.namespace or "*", r.repository or "*", r.tag or "*",
+                      printable(hide_credentials(r.url))))
     _print_table(table)
 
 

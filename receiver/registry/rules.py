@@ -54,22 +54,28 @@ class RuleError(ValueError):
     """A rule, or a value for one, is invalid; the message names the field and the problem."""
 
 
-def _shown(url: str) -> str:
-    """*url* for a message: whatever stands between '//' and '@' may be a password."""
+def hide_credentials(url: str) -> str:
+    """*url* without what stands between '//' and '@', which may be a password (refused in
+    a new rule's URL, but a hand-edited store may hold one)."""
     scheme, sep, rest = url.partition("//")
     authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
     if sep and "@" in authority:
         rest = "***@" + rest.split("@", 1)[1]
-    return repr(scheme + sep + rest)
+    return scheme + sep + rest
 
 
-#: A host as a URL writes it: a registered name or IPv4 address (RFC 3986's reg-name, which
-#: http.client sends as it is), or an IPv6 address in brackets. Not an IPv6 zone id
-#: (``[fe80::1%25eth0]``): http.client cannot connect to one.
+def _shown(url: str) -> str:
+    """*url* for a message: quoted, without credentials."""
+    return repr(hide_credentials(url))
+
+
 #: A namespace as the registry names them (and as emit's events are checked): an OCI
 #: path component.
 _NAMESPACE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 
+#: A host as a URL writes it: a registered name or IPv4 address (RFC 3986's reg-name, which
+#: http.client sends as it is), or an IPv6 address in brackets. Not an IPv6 zone id
+#: (``[fe80::1%25eth0]``): http.client cannot connect to one.
 _HOST = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\]")
 
 
@@ -312,7 +318,7 @@ class TriggerRule:
             "namespace": self.namespace,
             "repository": self.repository,
             "tag": self.tag,
-            "url": self.url,
+            "url": self.url if reveal else hide_credentials(self.url),
             "format": self.format,
             "headers": [[k, v if reveal else _MASK] for k, v in self.headers],
             "enabled": self.enabled,

@@ -28,7 +28,14 @@ from ..core.formats.common import compact, fast_json
 from ..core.schemas import dump_event
 from .bookkeeping import INTERRUPTED, TriggerLog, secrets_in
 from .retry import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, MAX_SECONDS, RetryPolicy
-from .rules import RuleError, TriggerRule, carries, check_header, validate_url
+from .rules import (
+    RuleError,
+    TriggerRule,
+    carries,
+    check_header,
+    hide_credentials,
+    validate_url,
+)
 from .store import Attempt, Delivery, NewDelivery, NotFound, Store
 from .transport import Answer, Transport, target_of
 
@@ -281,7 +288,9 @@ class Sender:
         for p in planned:  # every body is encoded before any row is written
             repository, tags = subject(p.event)
             body = encode_body(p.event, p.format.name)
-            new.append(NewDelivery(p.rule, p.event.action, repository, tags, p.url, body))
+            # A URL with credentials is refused (p.defect); the trigger log never holds them.
+            url = p.url if p.defect is None else hide_credentials(p.url)
+            new.append(NewDelivery(p.rule, p.event.action, repository, tags, url, body))
         waves = -(-len(planned) // self.max_workers)
         # One transaction, committed before the first POST: a crash leaves every row, with
         # the deadline after which any command closes it.
