@@ -202,6 +202,8 @@ def test_readyz_reports_an_unreachable_queue():
     assert "127.0.0.1" not in answer["error"] and "pw" not in str(answer)
     on("pushImage")(lambda e: None)
     assert post(app, make_body()) == (503, {"error": "the queue is unavailable; retry later"})
+    metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    assert "\nreceiver_queue_up 0.0\n" in metrics and "receiver_jobs{" not in metrics
 
 
 def test_an_unwritable_sqlite_queue_stops_start_up(tmp_path):

@@ -116,6 +116,7 @@ def test_jobs_and_handler_runs(tmp_path):
         assert samples['receiver_jobs{status="dead"}'] == 1
         assert samples['receiver_jobs{status="queued"}'] == 0
         assert samples["receiver_jobs_oldest_queued_age_seconds"] == 0
+        assert samples["receiver_queue_up"] == 1
 
 
 def test_metrics_need_the_webhooks_auth_or_their_own(tmp_path):

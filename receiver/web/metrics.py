@@ -219,11 +219,15 @@ class QueueCollector:
     def collect(self) -> t.Iterator[t.Any]:
         from prometheus_client.core import GaugeMetricFamily
 
+        up = "receiver_queue_up"
+        up_help = "1 when this scrape could read the queue, 0 when it could not."
         try:
             stats = self.queue.stats()
         except Exception as exc:  # noqa: BLE001  (any engine's error: no job gauges, say why)
             log.warning("metrics: cannot read the queue: %s", exc)
+            yield GaugeMetricFamily(up, up_help, value=0)
             return
+        yield GaugeMetricFamily(up, up_help, value=1)
         jobs = GaugeMetricFamily("receiver_jobs", "Jobs in the queue, by status.",
                                  labels=["status"])
         for status in ("queued", "running", "dead"):
