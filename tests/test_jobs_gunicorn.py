@@ -271,22 +271,26 @@ def test_jobs_cli_mistakes_and_choices(tmp_path):
 def test_receiver_worker_lines_are_json_with_the_json_log_format(tmp_path):
     """RECEIVER_LOG_FORMAT=json: `receiver worker`'s own lines (start, stop) are JSON too,
     like every other line it writes."""
-    env = {**os.environ, **handler_env(tmp_path, f"sqlite:///{tmp_path / 'q.db'}"),
-           "RECEIVER_LOG_FORMAT": "json", "PYTHONPATH": str(tmp_path)}
+    import threading
+
     from receiver.jobs import open_queue
 
+    env = {**os.environ, **handler_env(tmp_path, f"sqlite:///{tmp_path / 'q.db'}"),
+           "RECEIVER_LOG_FORMAT": "json", "PYTHONPATH": str(tmp_path)}
     open_queue(env["RECEIVER_QUEUE"]).check()  # the queue a server would have made
+    lines: list[str] = []
     with subprocess.Popen([sys.executable, "-m", "receiver", "worker"], env=env,
                           stderr=subprocess.PIPE, text=True) as worker:
-        assert worker.stderr is not None
-        first = ""
-        while "Ctrl-C to stop" not in first:  # up to the start line, once the threads run
-            line = worker.stderr.readline()
-            assert line, first
-            first += line
-        worker.send_signal(signal.SIGTERM)
-        _, rest = worker.communicate(timeout=30)
-    assert worker.returncode == 0, first + rest
-    messages = [json.loads(line)["message"] for line in (first + rest).splitlines()]
-    assert messages[-3].startswith("worker: 2 thread(s) on sqlite:///")
+        reader = threading.Thread(target=lambda: lines.extend(worker.stderr or ()))
+        reader.start()
+        try:
+            wait_for(lambda: any("Ctrl-C to stop" in line for line in lines),
+                     what="the worker's start line")
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=30)
+            reader.join(timeout=30)
+    assert worker.returncode == 0, lines
+    messages = [json.loads(line)["message"] for line in lines]
+    assert any(m.startswith("worker: 2 thread(s) on sqlite:///") for m in messages), messages
     assert messages[-2:] == ["worker: stopping; waiting for the running jobs", "worker: stopped"]

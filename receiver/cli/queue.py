@@ -63,7 +63,7 @@ def worker(ctx: click.Context, threads: int, queue_url: str | None) -> None:
     from ..web.logs import configure_logging
     from ..web.settings import ConfigError, load_config
 
-    queue = _queue(ctx, queue_url)
+    queue = _queue(ctx, queue_url, existing=True)  # a typo must not make a queue of its own
     config = load_config({"RECEIVER_WORKERS": threads})
     if not config.get("RECEIVER_HANDLERS"):
         raise UserError("RECEIVER_HANDLERS is not set: a worker runs the handlers the servers "
