@@ -266,6 +266,9 @@ def test_jobs_cli_mistakes_and_choices(tmp_path):
     assert not (tmp_path / "other.db").exists()
     worker = cli("worker", env={"RECEIVER_QUEUE": f"sqlite:///{path}", "RECEIVER_HANDLERS": ""})
     assert worker.returncode == 2 and "RECEIVER_HANDLERS is not set" in worker.stderr
+    typo = cli("worker", env={**elsewhere, "RECEIVER_HANDLERS": "job_handlers"})
+    assert typo.returncode == 2 and typo.stderr.startswith("error: no queue at ")
+    assert not (tmp_path / "other.db").exists()
 
 
 def test_receiver_worker_lines_are_json_with_the_json_log_format(tmp_path):
