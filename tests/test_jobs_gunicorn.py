@@ -266,7 +266,9 @@ def test_jobs_cli_mistakes_and_choices(tmp_path):
     assert not (tmp_path / "other.db").exists()
     worker = cli("worker", env={"RECEIVER_QUEUE": f"sqlite:///{path}", "RECEIVER_HANDLERS": ""})
     assert worker.returncode == 2 and "RECEIVER_HANDLERS is not set" in worker.stderr
-    typo = cli("worker", env={**elsewhere, "RECEIVER_HANDLERS": "job_handlers"})
+    handler_env(tmp_path, "unused")  # writes job_handlers.py
+    typo = cli("worker", env={**elsewhere, "RECEIVER_HANDLERS": "job_handlers",
+                              "PYTHONPATH": str(tmp_path)})
     assert typo.returncode == 2 and typo.stderr.startswith("error: no queue at ")
     assert not (tmp_path / "other.db").exists()
 

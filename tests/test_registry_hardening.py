@@ -286,3 +286,20 @@ def test_credentials_typed_into_a_stored_url_are_never_shown(cli, tmp_path, targ
         assert "s3cret" not in repr(db.execute("SELECT * FROM deliveries").fetchall())
     db.close()
     assert target.requests == []
+
+
+def test_reading_a_store_that_does_not_exist_makes_nothing(tmp_path, monkeypatch, cli):
+    """A mistyped RECEIVER_DB: the commands that only read (or find no rule to act on) answer
+    as for an empty store, and leave no file or directory behind; rules create and send
+    make the store."""
+    missing = tmp_path / "typo" / "sub" / "r.db"
+    monkeypatch.setenv("RECEIVER_DB", str(missing))
+    assert cli("rules", "list")[0] == 0
+    assert cli("logs")[0] == 0
+    assert cli("logs", "--metrics")[0] == 0
+    assert cli("rules", "show", "x")[0] == 2
+    assert cli("emit", "pushImage", "ns/app:v1")[0] == 0
+    assert cli("redeliver", "1")[0] == 2
+    assert not (tmp_path / "typo").exists()
+    assert cli("rules", "create", "x", "--url", "http://127.0.0.1:1/")[0] == 0
+    assert missing.exists()

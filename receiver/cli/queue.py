@@ -35,12 +35,18 @@ def _queue(ctx: click.Context, url: str | None, existing: bool = False) -> Queue
         queue = open_queue(url)
     except QueueError as exc:
         raise UserError(str(exc)) from None
-    path = getattr(queue, "path", None)
-    if existing and path is not None and not path.exists():
-        raise UserError(f"no queue at {path}: a server creates it when it starts; is "
-                        "--queue (RECEIVER_QUEUE) what the server uses?")
+    if existing:
+        _must_exist(queue)
     ctx.call_on_close(queue.close)
     return queue
+
+
+def _must_exist(queue: Queue) -> None:
+    """Refuse an SQLite queue whose file does not exist, rather than create one."""
+    path = getattr(queue, "path", None)
+    if path is not None and not path.exists():
+        raise UserError(f"no queue at {path}: a server creates it when it starts; is "
+                        "--queue (RECEIVER_QUEUE) what the server uses?")
 
 
 @click.command()
@@ -63,7 +69,7 @@ def worker(ctx: click.Context, threads: int, queue_url: str | None) -> None:
     from ..web.logs import configure_logging
     from ..web.settings import ConfigError, load_config
 
-    queue = _queue(ctx, queue_url, existing=True)  # a typo must not make a queue of its own
+    queue = _queue(ctx, queue_url)
     config = load_config({"RECEIVER_WORKERS": threads})
     if not config.get("RECEIVER_HANDLERS"):
         raise UserError("RECEIVER_HANDLERS is not set: a worker runs the handlers the servers "
@@ -78,6 +84,7 @@ def worker(ctx: click.Context, threads: int, queue_url: str | None) -> None:
         pool = make_pool(app, queue, config)
     except ConfigError as exc:
         raise UserError(f"configuration error: {exc}") from None
+    _must_exist(queue)  # a mistyped --queue must not make a queue of its own
     queue.check()
     as_json = str(config.get("RECEIVER_LOG_FORMAT") or "").lower() == "json"
 

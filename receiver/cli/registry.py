@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import sqlite3
 import threading
 import typing as t
@@ -49,13 +50,19 @@ def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-def _store(ctx: click.Context) -> Store:
-    """The store named by --db / RECEIVER_DB, opened (and tidied) once per command."""
+def _store(ctx: click.Context, *, create: bool = False) -> Store:
+    """The store named by --db / RECEIVER_DB, opened (and tidied) once per command.
+
+    :param create: make it if it does not exist (``rules create``, ``send``). Any other
+        command reads a missing store as an empty one, without making it or its directories:
+        a mistyped RECEIVER_DB must not leave stores about.
+    """
     obj = ctx.ensure_object(dict)
     if "store" not in obj:
         path = obj.get("db") or default_db_path()
+        opened = path if create or os.path.exists(path) else ":memory:"
         try:
-            obj["store"] = Store(path, on_warning=_warn)
+            obj["store"] = Store(opened, on_warning=_warn)
         except OSError as exc:
             raise UserError(f"cannot open the store {path}: {exc.strerror or exc}") from None
         except sqlite3.Error as exc:
@@ -146,7 +153,7 @@ def rules_create(ctx: click.Context, name: str, url: str, actions: tuple[str, ..
         headers=_headers(headers), description=description or "", enabled=not disabled,
         format=format_ or "tcr",
     )
-    _store(ctx).add_rule(rule)
+    _store(ctx, create=True).add_rule(rule)
     click.echo(f"created rule {name}" + (" (disabled)" if disabled else ""))
 
 
@@ -274,7 +281,7 @@ def _sender_options(fn: F) -> F:
 
 
 def _sender(ctx: click.Context, timeout: float, attempts: int, backoff: float,
-            as_json: bool) -> Sender:
+            as_json: bool, *, create: bool = False) -> Sender:
     """A sender that says what happens as it happens: a line on stdout as each delivery
     ends (not with --json, whose stdout is the JSON alone), a line on stderr for each
     attempt that will be tried again."""
@@ -296,7 +303,8 @@ def _sender(ctx: click.Context, timeout: float, attempts: int, backoff: float,
                 err=True,
             )
 
-    sender = Sender(_store(ctx), timeout=timeout, attempts=attempts, backoff=backoff,
+    sender = Sender(_store(ctx, create=create), timeout=timeout, attempts=attempts,
+                    backoff=backoff,
                     on_done=done, on_retry=retry)
     ctx.call_on_close(sender.close)
     return sender
@@ -549,7 +557,8 @@ def send(ctx: click.Context, action: str, ref: str | None, url: str, headers: tu
     event = _event(action, ref, options)
     _check_format(format_, event)
     parsed = _headers(headers)
-    delivery = _sender(ctx, timeout, attempts, backoff, as_json).send(event, url, parsed, format_)
+    delivery = _sender(ctx, timeout, attempts, backoff, as_json, create=True).send(
+        event, url, parsed, format_)
     _report([delivery], as_json)
 
 
