@@ -429,16 +429,18 @@ def parse_reference(ref: str) -> tuple[str, list[str] | None, str | None]:
     - ``NS/REPO:TAG@DIGEST``: that tag, pinned to that digest.
 
     The parts are checked by :func:`build_event`. :raises ValueError: a reference with an
-    empty part (``NS/REPO:``, ``NS/REPO@``, ``:TAG``).
+    empty part (``NS/REPO:``, ``NS/REPO@``, ``:TAG``, ``NS/REPO:v1,,v2``).
     """
     name, at, digest = ref.partition("@")
     if at and not digest:
         raise ValueError(f"{ref!r} has no digest after '@'")
     repo, sep, tags = name.rpartition(":")
     if sep and "/" not in tags:
-        tag_list: list[str] | None = [tag for tag in tags.split(",") if tag]
-        if not tag_list:
+        tag_list: list[str] | None = tags.split(",")
+        if not tags:
             raise ValueError(f"{ref!r} has no tag after ':'")
+        if "" in tag_list:
+            raise ValueError(f"{ref!r} has an empty tag: write the tags as TAG1,TAG2")
     else:
         repo, tag_list = name, ([] if at else None)
     if not repo:
@@ -583,7 +585,9 @@ def build_event(
         if isinstance(deleted, str):
             deleted = (deleted,)  # one artifact, not its characters
         for name_tag in deleted:
-            if not name_tag or not name_tag.isprintable() or " " in name_tag:
+            repo, colon, tag = (name_tag or "").rpartition(":")
+            if (not colon or not repo or not tag or not name_tag.isprintable()
+                    or " " in name_tag):
                 raise ValueError(f"deleted artifact {name_tag!r} must be written 'repo:tag'")
         kept = retained or 0
         return TagRetention(
