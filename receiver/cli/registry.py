@@ -25,7 +25,7 @@ from ..core.events import (
 )
 from ..core.formats import FORMATS
 from ..core.text import printable
-from ..registry.rules import DEFAULT_ACTIONS, TriggerRule, hide_credentials, parse_header
+from ..registry.rules import DEFAULT_ACTIONS, TriggerRule, display_url, parse_header
 from ..registry.sender import (
     DEFAULT_ATTEMPTS,
     DEFAULT_BACKOFF,
@@ -234,7 +234,7 @@ def rules_list(ctx: click.Context, as_json: bool) -> None:
     for r in found:
         table.append((r.name, "yes" if r.enabled else "no", r.format, ",".join(r.actions),
                       r.namespace or "*", r.repository or "*", r.tag or "*",
-                      printable(hide_credentials(r.url))))
+                      printable(display_url(r.url))))
     _print_table(table)
 
 

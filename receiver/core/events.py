@@ -436,11 +436,12 @@ def parse_reference(ref: str) -> tuple[str, list[str] | None, str | None]:
         raise ValueError(f"{ref!r} has no digest after '@'")
     repo, sep, tags = name.rpartition(":")
     if sep and "/" not in tags:
-        tag_list: list[str] | None = tags.split(",")
+        split = tags.split(",")
         if not tags:
             raise ValueError(f"{ref!r} has no tag after ':'")
-        if "" in tag_list:
+        if "" in split:
             raise ValueError(f"{ref!r} has an empty tag: write the tags as TAG1,TAG2")
+        tag_list: list[str] | None = split
     else:
         repo, tag_list = name, ([] if at else None)
     if not repo:

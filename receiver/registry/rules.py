@@ -55,13 +55,28 @@ class RuleError(ValueError):
 
 
 def hide_credentials(url: str) -> str:
-    """*url* without what stands between '//' and '@', which may be a password (refused in
-    a new rule's URL, but a hand-edited store may hold one)."""
+    """*url* without what stands between '//' and the last '@', which may be a password
+    (refused in a new rule's URL, but a hand-edited store may hold one, even one with an
+    unescaped '/' or '@'). An '@' in the path or query hides too much: the safe side."""
     scheme, sep, rest = url.partition("//")
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    if sep and "@" in authority:
-        rest = "***@" + rest.split("@", 1)[1]
+    if sep and "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
     return scheme + sep + rest
+
+
+def display_url(url: str) -> str:
+    """A rule's URL to show: as it is when it is valid, else without anything that may be
+    a password (see :func:`hide_credentials`)."""
+    try:
+        return validate_url(url)
+    except RuleError:
+        return hide_credentials(url)
+
+
+def _has_userinfo(url: str) -> bool:
+    """Whether *url*'s authority (before the first '/', '?' or '#') holds an '@'."""
+    _, sep, rest = url.partition("//")
+    return bool(sep) and "@" in re.split(r"[/?#]", rest, maxsplit=1)[0]
 
 
 def _shown(url: str) -> str:
@@ -89,7 +104,7 @@ def validate_url(url: str) -> str:
     if not isinstance(url, str) or not url:
         raise RuleError("url: a target URL is required")
     shown = _shown(url)
-    if shown != repr(url):
+    if _has_userinfo(url):
         raise RuleError("url: credentials in the URL are not allowed; send them in a --header")
     if any(c.isspace() for c in url):
         raise RuleError(f"url: {shown} contains white space")
@@ -318,7 +333,7 @@ class TriggerRule:
             "namespace": self.namespace,
             "repository": self.repository,
             "tag": self.tag,
-            "url": self.url if reveal else hide_credentials(self.url),
+            "url": self.url if reveal else display_url(self.url),
             "format": self.format,
             "headers": [[k, v if reveal else _MASK] for k, v in self.headers],
             "enabled": self.enabled,

@@ -275,7 +275,8 @@ class Sender:
         else:
             url, hdrs = old.url, _checked(headers or ())
             defect = _unsendable(url, hdrs, f"task {task_id}")
-        new = NewDelivery(old.rule, old.action, old.repository, old.tags, url, old.body)
+        shown = url if defect is None else hide_credentials(url)  # the log never holds them
+        new = NewDelivery(old.rule, old.action, old.repository, old.tags, shown, old.body)
         [pending] = self.trigger_log.open([new], self.policy)
         return self._finish([_Job(pending, hdrs, _content_type(old.body), defect)])[0]
 
