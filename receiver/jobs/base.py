@@ -198,7 +198,8 @@ class Queue(abc.ABC):
     @abc.abstractmethod
     def pass_on(self, claim: Claim, error: str, delay: float) -> bool:
         """Queue the job again in *delay* seconds, keeping *error*, without counting the
-        attempt (it did not run here); ``False`` if lost."""
+        attempt (it did not run here) but counting it as lost, which bounds how often a job
+        can be passed over; ``False`` if lost."""
 
     @abc.abstractmethod
     def bury(self, claim: Claim, error: str) -> bool:

@@ -116,8 +116,9 @@ if f[1] ~= 'running' or f[2] ~= ARGV[3] then return 0 end
 redis.call('ZREM', p .. 'running', ARGV[2])
 redis.call('HDEL', key, 'owner')
 local status = ARGV[4]
-if status == 'passed' then  -- queued again, this attempt not counted
+if status == 'passed' then  -- queued again: not a run, but a pass (bounded, as lost runs)
   redis.call('HINCRBY', key, 'attempts', -1)
+  redis.call('HINCRBY', key, 'lost', 1)
   status = 'queued'
 end
 redis.call('HSET', key, 'status', status, 'updated_at', secs(now))

@@ -311,9 +311,10 @@ class SQLiteQueue(Queue):
             cur = conn.execute(
                 "UPDATE jobs SET status = ?, owner = NULL, lease_until = NULL, updated_at = ?, "
                 "error = COALESCE(?, error), run_at = COALESCE(?, run_at), "
-                "attempts = attempts - ? "
+                "attempts = attempts - ?, lost = lost + ? "
                 "WHERE job_id = ? AND owner = ? AND status = 'running'",
-                (status, now, error, run_at, int(uncount), claim.job_id, claim.owner),
+                (status, now, error, run_at, int(uncount), int(uncount), claim.job_id,
+                 claim.owner),
             )
             return cur.rowcount == 1
 

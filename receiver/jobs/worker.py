@@ -251,7 +251,8 @@ class Pool:
         if claim.lost > self.attempts:
             # Its worker died more often than it may run: a job that kills its worker (out of
             # memory, say) must not take down worker after worker for ever.
-            message = f"lost with its worker {claim.lost} times; not run again"
+            message = (f"lost with its worker, or passed over by a worker without its "
+                       f"handler, {claim.lost} times; not run again")
             self._record(claim, self.queue.bury, claim, message)
             self._done(claim, RuntimeError(message), True, 0.0)
             return
@@ -268,11 +269,13 @@ class Pool:
                 self._running.pop(claim.job_id, None)
         seconds = time.perf_counter() - started
         if isinstance(error, NotHere):
-            # Not a run: another process has what it needs. Left for it, uncounted; this
-            # process may take it again after a lease.
-            log.warning("job %d: %s; left for another process (this one looks again in %gs)",
-                        claim.job_id, error, self.lease)
-            self._record(claim, self.queue.pass_on, claim, str(error), self.lease)
+            # Not a run: another process may have what it needs. Queued again after a
+            # backoff, its attempt uncounted; counted as lost, so that a job no process can
+            # run ends dead (see above) rather than queued for ever.
+            delay = backoff_delay(self.backoff, claim.lost + 1)
+            log.warning("job %d: %s; queued again in %.1fs for a process that has it",
+                        claim.job_id, error, delay)
+            self._record(claim, self.queue.pass_on, claim, str(error), delay)
             return
         final = False
         kept: bool | None = True
