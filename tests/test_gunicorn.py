@@ -111,7 +111,7 @@ def test_log_has_a_line_per_request_and_no_secret(server):
     post(url + "/webhook", make_body(), {"Authentication": "not-" + SECRET})
     wait_for(lambda: "pushImage ns/logged tags=t1 format=tcr status=202 handlers=1 duration=" in log.read_text())
     text = log.read_text()
-    assert "rejected status=401 reason=wrong value for auth header 'Authentication'" in text
+    assert "rejected status=401 reason=\"wrong value for auth header 'Authentication'\"" in text
     assert SECRET not in text
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typing as t
 
-__all__ = ["field", "is_header_name", "printable"]
+__all__ = ["cut", "field", "is_header_name", "printable"]
 
 
 def printable(value: t.Any) -> str:
@@ -21,13 +21,16 @@ def printable(value: t.Any) -> str:
 FIELD_LIMIT = 256
 
 
+def cut(text: str, limit: int = FIELD_LIMIT) -> str:
+    """*text*, or its first *limit* characters and the length it had."""
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
+
+
 def field(value: t.Any, limit: int = FIELD_LIMIT) -> str:
     """*value* for a ``key=value`` field of a log line: as is when it is printable and has no
     white space, else its repr, so that a repository named ``"api status=401"`` cannot
     forge a field; cut to *limit* characters, with the length it had."""
-    text = str(value)
-    if len(text) > limit:
-        text = f"{text[:limit]}...({len(text)} chars)"
+    text = cut(str(value), limit)
     if text.isprintable() and " " not in text:
         return text
     return repr(text)

@@ -21,7 +21,7 @@ from flask import Blueprint, Request, Response, current_app, request
 from ..core.events import Event, subject
 from ..core.formats.cloudevents import is_binary, structured
 from ..core.schemas import UnknownAction, ValidationError, load_event
-from ..core.text import FIELD_LIMIT, field
+from ..core.text import cut, field
 from ..handlers import signals
 from ..handlers.dispatch import dispatch, matching_handlers, send_isolated
 from ..jobs import EventRecord, QueueUnavailable
@@ -320,10 +320,9 @@ def ignore(app: Flask, req: Request, unknown: UnknownAction, started: float) -> 
     """202 for a well-formed body of a type no format knows; no handler runs."""
     send_isolated(signals.event_ignored, app, action=unknown.action, data=unknown.data,
                   format=unknown.format)
-    kind = unknown.action  # from the body: echoed and logged cut short if it is long
-    if len(kind) > FIELD_LIMIT:
-        kind = f"{kind[:FIELD_LIMIT]}...({len(kind)} chars)"
-    log_other("ignored", 202, started, req.remote_addr, type=kind, format=unknown.format)
+    log_other("ignored", 202, started, req.remote_addr, type=unknown.action,
+              format=unknown.format)
+    kind = cut(unknown.action)  # from the body: echoed cut short if it is long
     return _json({"ignored": True, "type": kind, "format": unknown.format, "handlers": 0}, 202)
 
 

@@ -15,7 +15,7 @@ import time
 import typing as t
 
 from ..core.events import subject
-from ..core.text import field, printable
+from ..core.text import cut, field
 from .settings import ConfigError
 
 if t.TYPE_CHECKING:
@@ -157,7 +157,7 @@ def log_rejection(status: int, reason: str, started: float, client: str | None) 
     duration = (time.perf_counter() - started) * 1e3
     _emit(
         logging.WARNING, "rejected status=%d reason=%s duration=%.1fms client=%s",
-        (status, printable(reason), duration, field(client or "-")),
+        (status, field(reason), duration, field(client or "-")),  # quoted: it may quote the request
         {"status": status, "reason": reason, "duration_ms": round(duration, 3),
          "client": client},
     )
@@ -173,7 +173,8 @@ def log_other(kind: str, status: int, started: float, client: str | None,
     _emit(
         logging.INFO, "%s%s status=%d duration=%.1fms client=%s",
         (kind, shown, status, duration, field(client or "-")),
-        {**fields, "status": status, "duration_ms": round(duration, 3), "client": client},
+        {**{k: cut(v) if isinstance(v, str) else v for k, v in fields.items()},
+         "status": status, "duration_ms": round(duration, 3), "client": client},
     )
 
 
