@@ -282,8 +282,14 @@ def stop_gunicorn(exc: ConfigError) -> t.NoReturn:
         path = os.path.join(tempfile.gettempdir(), f"{prefix}{master}-{_start_time(master)}")
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:  # another worker is saying it and exiting with 3
-            os._exit(0)  # quietly: gunicorn replaces such a worker until it halts
+        except FileExistsError:
+            if _fresh(path):  # another worker is saying it and exiting with 3
+                os._exit(0)  # quietly: gunicorn replaces such a worker until it halts
+            # A marker left by an earlier master with this pid (no start time to tell them
+            # apart, or no gunicorn.conf.py to remove it): this worker says it, and makes
+            # the marker fresh for the others.
+            with contextlib.suppress(OSError):
+                os.utime(path)
         except OSError:
             pass  # no marker: every worker says it, as gunicorn alone would
         else:
@@ -297,6 +303,17 @@ def stop_gunicorn(exc: ConfigError) -> t.NoReturn:
         line = json_formatter().format(record)
     print(line, file=sys.stderr, flush=True)
     sys.exit(3)
+
+
+def _fresh(path: str) -> bool:
+    """Whether the marker at *path* was made in the last few seconds (by this master's
+    workers, which fail within moments of each other)."""
+    import time
+
+    try:
+        return time.time() - os.stat(path).st_mtime < 10
+    except OSError:
+        return False
 
 
 def _remove_dead_markers(directory: str, prefix: str) -> None:
