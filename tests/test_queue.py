@@ -260,3 +260,16 @@ def test_a_password_in_the_query_is_not_shown_when_redis_cannot_be_reached(cli):
                          f"redis://127.0.0.1:{free_port()}/0?password=hun%74er2")
     assert code == 1 and out == ""
     assert "password=***" in err and "hun" not in err
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("redis://:pw12@host:6379/0?client_name=me@x", "pw12"),
+    ("redis://u:s3/cret@h/0", "s3/cret"),
+    ("redis://h/0?password=hun%74er2", "hunter2"),
+])
+def test_url_secrets_finds_the_password_however_it_is_written(url, secret):
+    """The values scrubbed out of redis-py's messages include the password, whether an '@'
+    follows in the query, it holds an unescaped '/', or it is a percent-encoded parameter."""
+    from receiver.jobs import url_secrets
+
+    assert secret in url_secrets(url)

@@ -75,11 +75,18 @@ def url_secrets(url: str) -> list[str]:
     from urllib.parse import unquote
 
     found = [m.group(0).split("=", 1)[1] for m in _SECRET_PARAM.finditer(url)]
+    try:
+        found.append(urlsplit(url).password or "")
+    except ValueError:  # a URL urlsplit refuses: the guess below covers it
+        pass
     _, sep, rest = url.partition("//")
-    if sep and "@" in rest:
-        userinfo = rest.rsplit("@", 1)[0]
-        found.append(userinfo.partition(":")[2] or userinfo)
-    return sorted({v for s in found if s for v in (s, unquote(s)) if v}, key=len, reverse=True)
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    for where in (authority, rest):  # a password may hold an unescaped '/', '?' or '#'
+        if sep and "@" in where:
+            found.append(where.rsplit("@", 1)[0].partition(":")[2])
+    # Very short values are left alone: replacing every "ab" would garble the message.
+    return sorted({v for s in found if s for v in (s, unquote(s)) if len(v) >= 4},
+                  key=len, reverse=True)
 
 
 def open_queue(url: str | None = None) -> Queue:
