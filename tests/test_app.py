@@ -72,6 +72,7 @@ def test_handler_modules_are_imported(monkeypatch, tmp_path):
     ({"RECEIVER_PATH": "webhook"}, "RECEIVER_PATH must start with '/'"),
     ({"RECEIVER_MAX_BODY": "lots"}, "RECEIVER_MAX_BODY must be a positive number of bytes"),
     ({"RECEIVER_MAX_BODY": 0}, "RECEIVER_MAX_BODY must be a positive number of bytes"),
+    ({"RECEIVER_MAX_BODY": "\u00b2"}, "RECEIVER_MAX_BODY must be a positive number of bytes"),
     ({"RECEIVER_AUTH_HEADERS": '{"A": "topsecret"'}, "got text that is not JSON"),
     ({"RECEIVER_QUEUE": "postgres://db/x"}, "is not a queue URL: use sqlite:///PATH"),
     ({"RECEIVER_QUEUE": "redis://:topsecret@h/0x"}, "write a Redis queue as redis://"),

@@ -125,7 +125,8 @@ def _body_limit() -> int:
     from ..web.app import DEFAULT_MAX_BODY
 
     given = os.environ.get("RECEIVER_MAX_BODY", "").strip()
-    return int(given) if given.isdigit() and int(given) > 0 else DEFAULT_MAX_BODY
+    return int(given) if given.isascii() and given.isdigit() and int(given) > 0 \
+        else DEFAULT_MAX_BODY
 
 
 def _read(name: str, limit: int) -> bytes | None:

@@ -73,7 +73,8 @@ class SQLiteQueue(Queue):
     """
 
     def __init__(self, path: str | os.PathLike[str], synchronous: str = "NORMAL") -> None:
-        self.path = pathlib.Path(path).expanduser()
+        # Absolute: a handler that changes the working directory must not move the queue.
+        self.path = pathlib.Path(path).expanduser().absolute()
         self.url = f"sqlite:///{self.path}"
         self.synchronous = synchronous
         self._local = _os_thread_local()

@@ -134,7 +134,7 @@ def _state_from(config: t.Mapping[str, t.Any], **given: t.Any) -> ReceiverState:
     if not isinstance(path, str) or not path.startswith("/"):
         raise ConfigError(f"RECEIVER_PATH must start with '/', got {path!r}")
     max_body = setting("max_body", DEFAULT_MAX_BODY)
-    if isinstance(max_body, str) and max_body.strip().isdigit():
+    if isinstance(max_body, str) and max_body.strip().isascii() and max_body.strip().isdigit():
         max_body = int(max_body)
     if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body <= 0:
         raise ConfigError(f"RECEIVER_MAX_BODY must be a positive number of bytes, got {max_body!r}")
