@@ -355,6 +355,13 @@ class Store:
         self._conn.row_factory = sqlite3.Row
         try:
             with self._lock:
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:  # before anything here changes it
+                    raise StoreTooNew(
+                        f"the store {self.path} was written by a newer version of receiver "
+                        f"(schema {version}; this version knows {SCHEMA_VERSION}): upgrade "
+                        "receiver to use it"
+                    )
                 if created:
                     self._conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
                 if self.path != ":memory:":
@@ -362,13 +369,6 @@ class Store:
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
                 self._conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_BYTES // page_size}")
-                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise StoreTooNew(
-                        f"the store {self.path} was written by a newer version of receiver "
-                        f"(schema {version}; this version knows {SCHEMA_VERSION}): upgrade "
-                        "receiver to use it"
-                    )
                 if version < SCHEMA_VERSION:
                     _migrate(self._conn)
         except BaseException:
