@@ -466,7 +466,8 @@ MAX_REPOSITORY = 255
 MAX_RESOURCES = 1000
 
 # The OCI distribution names that build_event accepts.
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+#: A name component as OCI distribution (and so a registry's namespace) writes it.
+NAME_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _TAG = re.compile(r"\w[\w.-]{0,127}", re.ASCII)
 _VERSION = re.compile(r"\w[\w.+-]{0,127}", re.ASCII)  # chart versions are SemVer: '+' allowed
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
@@ -559,7 +560,7 @@ def build_event(
         if full_name is not None or digest is not None:
             raise ValueError(f"{action} has no repository: leave out the repository and the "
                              "digest (project= names the project)")
-        if project is not None and not _COMPONENT.fullmatch(project):
+        if project is not None and not NAME_COMPONENT.fullmatch(project):
             raise ValueError(f"project {project!r} is not a valid name: lower-case letters and "
                              "digits, joined by '.', '_', '__' or '-'")
         if cls is Replication:
@@ -614,7 +615,7 @@ def build_event(
     if len(full_name) > MAX_REPOSITORY:
         raise ValueError(f"repository is longer than {MAX_REPOSITORY} characters")
     for component in full_name.split("/"):
-        if not _COMPONENT.fullmatch(component):
+        if not NAME_COMPONENT.fullmatch(component):
             raise ValueError(
                 f"repository {full_name!r} is not a valid name: each '/'-separated part is "
                 "lower-case letters and digits, joined by '.', '_', '__' or '-'"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typing as t
 
-__all__ = ["cut", "field", "is_header_name", "printable"]
+__all__ = ["cut", "field", "hide_userinfo", "is_header_name", "printable"]
 
 
 def printable(value: t.Any) -> str:
@@ -34,6 +34,16 @@ def field(value: t.Any, limit: int = FIELD_LIMIT) -> str:
     if text.isprintable() and " " not in text:
         return text
     return repr(text)
+
+
+def hide_userinfo(url: str) -> str:
+    """*url* without what stands between ``//`` and the last ``@``, which may hold a password,
+    even one with an unescaped ``/`` or ``@``. An ``@`` in the path or query hides too much:
+    the safe side, for messages and for a URL that is refused anyway."""
+    scheme, sep, rest = url.partition("//")
+    if not sep or "@" not in rest:
+        return url
+    return f"{scheme}//***@{rest.rsplit('@', 1)[1]}"
 
 
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")

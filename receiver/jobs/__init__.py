@@ -12,6 +12,7 @@ import pathlib
 import re
 from urllib.parse import urlsplit
 
+from ..core.text import hide_userinfo
 from .base import (
     JOB_STATUSES,
     Claim,
@@ -62,11 +63,7 @@ def shown_url(url: str) -> str:
     """*url* without its credentials, for messages and logs: whatever stands between
     ``//`` and the last ``@`` may hold a password, even one with an unescaped ``/``; and
     the values of query parameters such as ``password``."""
-    url = _SECRET_PARAM.sub(r"\1***", url)
-    scheme, sep, rest = url.partition("//")
-    if not sep or "@" not in rest:
-        return url
-    return f"{scheme}//***@{rest.rsplit('@', 1)[1]}"
+    return hide_userinfo(_SECRET_PARAM.sub(r"\1***", url))
 
 
 def url_secrets(url: str) -> list[str]:

@@ -12,11 +12,11 @@ import re
 import typing as t
 from urllib.parse import urlsplit
 
-from ..core.events import ACTIONS, REPOSITORY_ACTIONS, Event, Resource
+from ..core.events import ACTIONS, NAME_COMPONENT, REPOSITORY_ACTIONS, Event, Resource
 from ..core.filters import select_resources
 from ..core.formats import FORMATS, Format
 from ..core.matcher import PatternError, repository_fullmatch, tag_fullmatch
-from ..core.text import is_header_name
+from ..core.text import hide_userinfo, is_header_name
 
 __all__ = [
     "DEFAULT_ACTIONS",
@@ -54,23 +54,13 @@ class RuleError(ValueError):
     """A rule, or a value for one, is invalid; the message names the field and the problem."""
 
 
-def hide_credentials(url: str) -> str:
-    """*url* without what stands between '//' and the last '@', which may be a password
-    (refused in a new rule's URL, but a hand-edited store may hold one, even one with an
-    unescaped '/' or '@'). An '@' in the path or query hides too much: the safe side."""
-    scheme, sep, rest = url.partition("//")
-    if sep and "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return scheme + sep + rest
-
-
 def display_url(url: str) -> str:
     """A rule's URL to show: as it is when it is valid, else without anything that may be
-    a password (see :func:`hide_credentials`)."""
+    a password (see :func:`~receiver.core.text.hide_userinfo`)."""
     try:
         return validate_url(url)
     except RuleError:
-        return hide_credentials(url)
+        return hide_userinfo(url)
 
 
 def _has_userinfo(url: str) -> bool:
@@ -81,12 +71,8 @@ def _has_userinfo(url: str) -> bool:
 
 def _shown(url: str) -> str:
     """*url* for a message: quoted, without credentials."""
-    return repr(hide_credentials(url))
+    return repr(hide_userinfo(url))
 
-
-#: A namespace as the registry names them (and as emit's events are checked): an OCI
-#: path component.
-_NAMESPACE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 
 #: A host as a URL writes it: a registered name or IPv4 address (RFC 3986's reg-name, which
 #: http.client sends as it is), or an IPv6 address in brackets. Not an IPv6 zone id
@@ -256,7 +242,7 @@ class TriggerRule:
             not isinstance(self.namespace, str) or "/" in self.namespace
         ):
             raise RuleError(f"namespace {self.namespace!r} is invalid: a namespace has no '/'")
-        if self.namespace is not None and not _NAMESPACE.fullmatch(self.namespace):
+        if self.namespace is not None and not NAME_COMPONENT.fullmatch(self.namespace):
             raise RuleError(
                 f"namespace {self.namespace!r} is invalid: a namespace is lower-case letters "
                 "and digits, separated by '.', '_', '__' or '-', so this rule could never fire"

@@ -26,6 +26,7 @@ from ..core.events import Event, RepositoryEvent, subject
 from ..core.formats import FORMATS, Format, detect, get
 from ..core.formats.common import compact, fast_json
 from ..core.schemas import dump_event
+from ..core.text import hide_userinfo
 from .bookkeeping import INTERRUPTED, TriggerLog, secrets_in
 from .retry import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, MAX_SECONDS, RetryPolicy
 from .rules import (
@@ -33,7 +34,6 @@ from .rules import (
     TriggerRule,
     carries,
     check_header,
-    hide_credentials,
     validate_url,
 )
 from .store import Attempt, Delivery, NewDelivery, NotFound, Store
@@ -275,7 +275,7 @@ class Sender:
         else:
             url, hdrs = old.url, _checked(headers or ())
             defect = _unsendable(url, hdrs, f"task {task_id}")
-        shown = url if defect is None else hide_credentials(url)  # the log never holds them
+        shown = url if defect is None else hide_userinfo(url)  # the log never holds them
         new = NewDelivery(old.rule, old.action, old.repository, old.tags, shown, old.body)
         [pending] = self.trigger_log.open([new], self.policy)
         return self._finish([_Job(pending, hdrs, _content_type(old.body), defect)])[0]
@@ -290,7 +290,7 @@ class Sender:
             repository, tags = subject(p.event)
             body = encode_body(p.event, p.format.name)
             # A URL with credentials is refused (p.defect); the trigger log never holds them.
-            url = p.url if p.defect is None else hide_credentials(p.url)
+            url = p.url if p.defect is None else hide_userinfo(p.url)
             new.append(NewDelivery(p.rule, p.event.action, repository, tags, url, body))
         waves = -(-len(planned) // self.max_workers)
         # One transaction, committed before the first POST: a crash leaves every row, with
