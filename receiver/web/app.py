@@ -275,7 +275,7 @@ def stop_gunicorn(exc: ConfigError) -> t.NoReturn:
     if "gunicorn.workers.base" in sys.modules and not _in_gunicorn_master():
         import tempfile
 
-        from .metrics import _start_time
+        from .metrics import _start_time, remove_stale
 
         master = os.getppid()
         prefix = f"receiver-boot-{os.getuid()}-"
@@ -293,7 +293,7 @@ def stop_gunicorn(exc: ConfigError) -> t.NoReturn:
         except OSError:
             pass  # no marker: every worker says it, as gunicorn alone would
         else:
-            _remove_dead_markers(os.path.dirname(path), prefix)
+            remove_stale(os.path.dirname(path), prefix, keep=path)
     line = f"receiver: configuration error: {exc}"
     if os.environ.get("RECEIVER_LOG_FORMAT", "").strip().lower() == "json":
         from .logs import json_formatter  # every line of the output parses, this one too
@@ -314,22 +314,6 @@ def _fresh(path: str) -> bool:
         return time.time() - os.stat(path).st_mtime < 10
     except OSError:
         return False
-
-
-def _remove_dead_markers(directory: str, prefix: str) -> None:
-    """Remove the markers of :func:`stop_gunicorn` whose master is gone."""
-    with contextlib.suppress(OSError):
-        for name in os.listdir(directory):
-            pid = name[len(prefix):].split("-", 1)[0] if name.startswith(prefix) else ""
-            if not pid.isdigit():
-                continue
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                with contextlib.suppress(OSError):
-                    os.remove(os.path.join(directory, name))
-            except OSError:
-                pass  # alive, someone else's
 
 
 def _create_app(config: t.Mapping[str, t.Any] | None, handlers: Handlers | None,

@@ -89,8 +89,8 @@ def metrics_directory() -> str | None:
 
 
 def remove_stale(parent: str, prefix: str, keep: str) -> None:
-    """Remove the directories ``<prefix><pid>-...`` in *parent* whose gunicorn master (that
-    pid) is gone: one killed before it could clean up after itself."""
+    """Remove the directories and files ``<prefix><pid>-...`` in *parent* whose gunicorn
+    master (that pid) is gone: one killed before it could clean up after itself."""
     with contextlib.suppress(OSError):
         for name in os.listdir(parent):
             if not name.startswith(prefix) or os.path.join(parent, name) == keep:
@@ -98,10 +98,15 @@ def remove_stale(parent: str, prefix: str, keep: str) -> None:
             pid = name[len(prefix):].split("-", 1)[0]
             if not pid.isdigit():
                 continue
+            path = os.path.join(parent, name)
             try:
                 os.kill(int(pid), 0)
             except ProcessLookupError:
-                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
             except OSError:
                 pass  # alive, someone else's
 
